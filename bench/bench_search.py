@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
+from thinksearch.search import segment  # noqa: E402
 from thinksearch.search.local import LocalBackend, build_index  # noqa: E402
 
 TARGETS = {"build_s": 30.0, "median_ms": 5.0}
@@ -115,12 +116,14 @@ def measure(corpus: Path, index: Path, tokenizer: str, queries: list[dict]) -> d
     backend = LocalBackend(index)
     for q in queries[:20]:  # warm the page cache and the word splitter
         backend.search(q["query"], 10)
-    times, hits = [], 0
+    times, hits, rr = [], 0, 0.0
     for q in queries:
         t0 = time.perf_counter()
         results = backend.search(q["query"], 10)
         times.append((time.perf_counter() - t0) * 1000)
-        hits += any(r.url == q["target"] for r in results)
+        rank = next((i for i, r in enumerate(results, 1) if r.url == q["target"]), 0)
+        hits += rank > 0
+        rr += 1 / rank if rank else 0.0
     times.sort()
     return {
         "tokenizer": tokenizer,
@@ -130,6 +133,7 @@ def measure(corpus: Path, index: Path, tokenizer: str, queries: list[dict]) -> d
         "median_ms": round(statistics.median(times), 3),
         "p95_ms": round(times[int(0.95 * (len(times) - 1))], 3),
         "recall@10": round(hits / len(queries), 4),
+        "mrr@10": round(rr / len(queries), 4),
         "queries": len(queries),
     }
 
@@ -155,16 +159,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print(json.dumps({"baseline": baseline, "ours": ours}, ensure_ascii=False, indent=2))
         return 0
-    for name, fig in (("bigram", baseline), ("jieba", ours)):
+    for fig in (baseline, ours):
         fig["meets_targets"] = fig["build_s"] < TARGETS["build_s"] and fig["median_ms"] < TARGETS["median_ms"]
+    default = segment.resolve("auto")
+    dflt = ours if default == "jieba" else baseline
+    # The issue sets absolute targets, not a ratio: `ratio` is the default splitter's headroom
+    # against them (>= 1 meets both); the jieba-vs-bigram comparison is under `comparison`.
+    headroom = min(TARGETS["build_s"] / dflt["build_s"], TARGETS["median_ms"] / dflt["median_ms"])
     write_result(
-        "search", baseline, ours,
-        ratio=baseline["median_ms"] / ours["median_ms"], target=1.0,
-        notes=("ratio = bigram median latency / jieba median latency (bigger: jieba faster). "
-               "Targets (both splitters): build_s < 30, median_ms < 5; recall@10 reported. "
-               "Shared 2-core machine: absolute times are noisy, the side-by-side comparison is what counts."),
-        extra={"targets": TARGETS, "corpus": {"docs": args.docs, "queries": args.queries, "seed": args.seed,
-                                              "chars_per_doc": "~200"}},
+        "search", baseline, ours, ratio=headroom, target=1.0,
+        notes=("baseline = bigram splitting, ours = jieba splitting, same corpus and queries, same run. "
+               f"ratio = headroom of the default splitter ({default}) against the issue's targets: "
+               "min(30 s / build_s, 5 ms / median_ms); >= 1 meets both. "
+               "Shared 2-core machine: absolute times are noisy, compare the two side by side."),
+        extra={
+            "targets": TARGETS,
+            "default_tokenizer": default,
+            "comparison": {
+                "query_speed_jieba_over_bigram": round(baseline["median_ms"] / ours["median_ms"], 3),
+                "build_speed_jieba_over_bigram": round(baseline["build_s"] / ours["build_s"], 3),
+                "recall_jieba_minus_bigram": round(ours["recall@10"] - baseline["recall@10"], 4),
+            },
+            "corpus": {"docs": args.docs, "queries": args.queries, "seed": args.seed, "chars_per_doc": "~200"},
+        },
     )
     return 0
 

@@ -168,6 +168,7 @@ def test_naming_another_tokenizer_rebuilds(tmp_path):
     build_index([root], index, tokenizer="bigram")
     report = build_index([root], index, tokenizer="bigram", passage_chars=100)
     assert report.rebuilt == "passage size 800 → 100" and report.files_indexed == 3
+    assert build_index([root], index).files_unchanged == 3  # not naming a size keeps the index's
     if segment.jieba_available():
         report = build_index([root], index, tokenizer="jieba", passage_chars=100)
         assert report.rebuilt == "tokenizer bigram → jieba" and report.files_indexed == 3
@@ -315,3 +316,32 @@ def test_module_doctests():
     for module in (segment, local, web, simulated):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_an_interrupted_build_resumes(tmp_path, monkeypatch):
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.txt").write_text(f"第{i}个文件讲述天气。", encoding="utf-8")
+    monkeypatch.setattr(local, "_COMMIT_PASSAGES", 1)  # commit after every file
+    calls = []
+    real = local.parse_file
+
+    def parse_then_crash(path, *a):
+        calls.append(path.name)
+        if path.name == "2.txt" and len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(path, *a)
+
+    monkeypatch.setattr(local, "parse_file", parse_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_index([root], tmp_path / "i.sqlite", tokenizer="bigram")
+    with sqlite3.connect(tmp_path / "i.sqlite") as c:  # what was committed is kept
+        assert c.execute("SELECT count(*) FROM files").fetchone()[0] == 2
+        assert local._meta(c)["state"] == "building"
+    report = build_index([root], tmp_path / "i.sqlite")
+    with sqlite3.connect(tmp_path / "i.sqlite") as c:
+        meta = local._meta(c)
+        assert meta["state"] == "ready" and meta["generation"]
+    assert (report.files_unchanged, report.files_indexed, report.passages_total) == (2, 1, 3)
+    assert len(LocalBackend(tmp_path / "i.sqlite").search("天气", 5)) == 3

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--tokenizer", choices=["auto", "jieba", "bigram"],
                     help="word splitting for Chinese: jieba (thinksearch[jieba]) or character bigrams; "
                          "auto = jieba if installed (an existing index keeps its own)")
-    pb.add_argument("--passage-chars", type=int, help="cut longer documents into passages of this size (default 800)")
+    pb.add_argument("--passage-chars", type=int, help="cut longer documents into passages of this size (default 800, or what an existing index uses)")
     pb.add_argument("--config", help="YAML config whose search section gives the defaults")
     ps = isub.add_parser("search", help="query an index; prints what a model would see")
     ps.add_argument("index", help="index file built by `thinksearch index build`")

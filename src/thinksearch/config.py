@@ -346,8 +346,8 @@ class SearchConfig:
     """local: path of the index built by `thinksearch index build`."""
     tokenizer: Literal["auto", "jieba", "bigram"] = "auto"
     """local, index build: how text is split into words: jieba (needs thinksearch[jieba]), character bigrams, or auto (jieba if installed; an existing index keeps its own)."""
-    passage_chars: int = 800
-    """local, index build: longer documents are cut into passages of at most this many characters."""
+    passage_chars: int | None = None
+    """local, index build: cut longer documents into passages of at most this many characters (null: 800, or what an existing index uses)."""
     url: str | None = None
     """searxng: base URL (default $THINKSEARCH_SEARXNG_URL); wikipedia: api.php URL or site root (default the language's wikipedia.org)."""
     language: str = "zh"
@@ -366,7 +366,7 @@ class SearchConfig:
     def __post_init__(self) -> None:
         check_positive(self, "k", "timeout_s", "max_result_chars", "max_total_chars", "passage_chars")
         check_positive(self, "retries", allow_zero=True)
-        if self.passage_chars < 50:
+        if self.passage_chars is not None and self.passage_chars < 50:
             raise invalid("passage_chars", f"must be at least 50, got {self.passage_chars}")
         if not self.language.strip():
             raise invalid("language", "must not be empty (e.g. zh, en)")

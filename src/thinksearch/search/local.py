@@ -52,6 +52,7 @@ dropped when the query has rarer words: scoring every passage holding 的 or 是
 milliseconds and barely moves the ranking (bm25 gives such words little weight)."""
 COMMON_MIN_DOCS = 2000
 TITLE_WEIGHT = 2.0
+PASSAGE_CHARS = 800
 _COMMIT_PASSAGES = 20_000  # commit (at a file boundary) once this many passages are pending
 
 _SCHEMA = f"""
@@ -387,13 +388,15 @@ def build_index(
     corpus: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     tokenizer: str = "auto",
-    passage_chars: int = 800,
+    passage_chars: int | None = None,
     progress: bool = False,
 ) -> BuildReport:
     """Build or update the index at ``out`` from the corpus files and folders.
 
     ``tokenizer``: ``auto`` keeps an existing index's splitter (a new one gets jieba when
     rjieba is installed, else bigram); naming a different one rebuilds from scratch.
+    ``passage_chars``: None keeps an existing index's passage size (a new one gets
+    ``PASSAGE_CHARS``); a different size rebuilds from scratch.
     """
     start = time.perf_counter()
     files, skipped, ignored = discover(corpus)
@@ -411,6 +414,8 @@ def build_index(
     else:
         old = {}
         splitter = segment.resolve(tokenizer)
+    if passage_chars is None:
+        passage_chars = int(old.get("passage_chars", PASSAGE_CHARS))
     out.parent.mkdir(parents=True, exist_ok=True)
     report = BuildReport(str(out), splitter, files_seen=len(files) + len(skipped), ignored=ignored, skipped=skipped)
     conn = _connect(out)
@@ -424,12 +429,14 @@ def build_index(
         # A bigger in-memory term buffer means fewer, larger segments to merge (bigrams have many terms).
         conn.execute("INSERT INTO fts(fts, rank) VALUES ('hashsize', ?)", (8 << 20,))
         conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-            ("format", FORMAT_VERSION), ("tokenizer", splitter), ("passage_chars", str(passage_chars))])
+            ("format", FORMAT_VERSION), ("tokenizer", splitter), ("passage_chars", str(passage_chars)),
+            ("state", "building")])
         conn.commit()
         known = {row[1]: row for row in conn.execute("SELECT id, path, size, mtime_ns, sha256 FROM files")}
         next_id = (conn.execute("SELECT max(id) FROM passages").fetchone()[0] or 0) + 1
         current: set[str] = set()
-        changed = bool(report.rebuilt)
+        # An interrupted build left its files committed but not the finishing steps below.
+        changed = bool(report.rebuilt) or old.get("state") != "ready"
         pending = 0
         sizes = {}
         for p, _ in files:
@@ -516,6 +523,7 @@ def build_index(
             limit = max(COMMON_DF * report.passages_total, COMMON_MIN_DOCS)
             conn.execute("DELETE FROM common")
             conn.execute("INSERT INTO common SELECT term, doc FROM fts_vocab WHERE doc > ?", (limit,))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('state', 'ready')")
         conn.commit()
     except BaseException:
         conn.close()
