@@ -345,3 +345,10 @@ def test_an_interrupted_build_resumes(tmp_path, monkeypatch):
         assert meta["state"] == "ready" and meta["generation"]
     assert (report.files_unchanged, report.files_indexed, report.passages_total) == (2, 1, 3)
     assert len(LocalBackend(tmp_path / "i.sqlite").search("天气", 5)) == 3
+
+
+def test_lone_characters_in_jieba_queries_are_prefixes_only_when_alone():
+    if not segment.jieba_available():
+        pytest.skip("rjieba not installed")
+    assert [t.fts() for t in segment.query_terms("猫", "jieba")] == ['"猫"*']
+    assert all(not t.prefix for t in segment.query_terms("为什么猫会叫", "jieba"))

@@ -153,9 +153,13 @@ def query_terms(query: str, splitter: Splitter) -> list[Term]:
     if splitter == "jieba":
         for w in _jieba_cut()(_nfkc(query)):
             if _WORD_RE.search(w):
-                # A lone ideograph also matches the words it starts (猫 → 猫粮); words it ends
-                # (小猫) are out of reach: the price of whole-word splitting, see the README.
-                add(w.lower(), prefix=len(w) == 1 and _CJK_RE.match(w) is not None)
+                add(w.lower())
+        if len(terms) == 1 and len(terms[0].text) == 1 and _CJK_RE.match(terms[0].text):
+            # A query of one ideograph also matches the words it starts (猫 → 猫粮); words it
+            # ends (小猫) are out of reach, the price of whole words. Only for a lone query:
+            # inside a longer one such characters are function words (会, 和) whose prefix
+            # would expand to thousands of words and cost tens of milliseconds.
+            terms[0] = Term(terms[0].text, prefix=True)
         return terms
     for m in _RUN_RE.finditer(_nfkc(query)):
         run = m.group(1)

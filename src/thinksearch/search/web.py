@@ -191,7 +191,8 @@ class WikipediaBackend:
             "action": "query", "format": "json", "formatversion": 2, "utf8": 1,
             "generator": "search", "gsrsearch": query, "gsrlimit": k, "gsrnamespace": 0,
             "prop": "extracts|info|revisions", "exintro": 1, "explaintext": 1, "exlimit": k,
-            "exchars": max(self.snippet_chars, 100), "inprop": "url", "rvprop": "timestamp",
+            "exchars": min(max(self.snippet_chars, 100), 1200),  # the API refuses more than 1200
+            "inprop": "url", "rvprop": "timestamp",
         }
         data = self._api.get(params, "Wikipedia API")
         if not isinstance(data, dict):
