@@ -45,6 +45,35 @@ def _models(args: argparse.Namespace) -> int:
 # ---- index (search) ------------------------------------------------------------------
 
 
+def _index(args: argparse.Namespace) -> int:
+    from thinksearch import config
+    from thinksearch.config import SearchConfig
+
+    if args.index_command == "build":
+        from thinksearch.search.local import build_index
+
+        over = {k: v for k, v in (("index", args.out), ("tokenizer", args.tokenizer),
+                                  ("passage_chars", args.passage_chars)) if v is not None}
+        cfg = config.build(SearchConfig, args.config, "search", over)
+        report = build_index(args.corpus, cfg.index, tokenizer=cfg.tokenizer,
+                             passage_chars=cfg.passage_chars, progress=sys.stderr.isatty())
+        print("\n".join(report.summary()))
+        return 0
+    # search: show the tool turn exactly as a model would get it (or the raw results as JSON)
+    from thinksearch import format as fmt
+    from thinksearch.search.local import LocalBackend
+
+    if args.k <= 0:
+        raise ThinksearchError(f"-k must be > 0, got {args.k}")
+    cfg = SearchConfig()
+    results = LocalBackend(args.index, snippet_chars=cfg.max_result_chars).search(args.query, args.k)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
+    else:
+        print(fmt.render_results(results, cfg.max_result_chars, cfg.max_total_chars))
+    return 0
+
+
 
 # ---- synth ---------------------------------------------------------------------------
 
@@ -84,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_models)
 
     # index (search)
+    p = sub.add_parser("index", help="build and try the local search index (SQLite FTS5)")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    pb = isub.add_parser("build", help="index .jsonl/.md/.txt files and folders (incremental on rebuild)")
+    pb.add_argument("corpus", nargs="+", help="files or folders of .jsonl, .md, .txt")
+    pb.add_argument("--out", help="index file to create or update (default: search.index of --config, else index.sqlite)")
+    pb.add_argument("--tokenizer", choices=["auto", "jieba", "bigram"],
+                    help="word splitting for Chinese: jieba (thinksearch[jieba]) or character bigrams; "
+                         "auto = jieba if installed (an existing index keeps its own)")
+    pb.add_argument("--passage-chars", type=int, help="cut longer documents into passages of this size (default 800, or what an existing index uses)")
+    pb.add_argument("--config", help="YAML config whose search section gives the defaults")
+    ps = isub.add_parser("search", help="query an index; prints what a model would see")
+    ps.add_argument("index", help="index file built by `thinksearch index build`")
+    ps.add_argument("query", help="search words, e.g. \"北京 天气\"")
+    ps.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    ps.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=_index)
 
 
     # synth

@@ -344,19 +344,32 @@ class SearchConfig:
     """Results per query."""
     index: str = "index.sqlite"
     """local: path of the index built by `thinksearch index build`."""
+    tokenizer: Literal["auto", "jieba", "bigram"] = "auto"
+    """local, index build: how text is split into words: jieba (needs thinksearch[jieba]), character bigrams, or auto (jieba if installed; an existing index keeps its own)."""
+    passage_chars: int | None = None
+    """local, index build: cut longer documents into passages of at most this many characters (null: 800, or what an existing index uses)."""
     url: str | None = None
-    """searxng / wikipedia: base URL (default from $THINKSEARCH_SEARXNG_URL / the language's wikipedia)."""
+    """searxng: base URL (default $THINKSEARCH_SEARXNG_URL); wikipedia: api.php URL or site root (default the language's wikipedia.org)."""
+    language: str = "zh"
+    """searxng / wikipedia: result language (wikipedia: which language edition, e.g. zh, en)."""
     timeout_s: float = 10.0
-    """HTTP backends: seconds before a request is abandoned."""
+    """HTTP backends: seconds one search may take, retries included."""
+    retries: int = 2
+    """HTTP backends: extra tries after a connection error, timeout, HTTP 429 or 5xx (with backoff)."""
     cache: str | None = None
-    """SQLite cache of results keyed by (backend, query, k); null disables it."""
+    """SQLite cache of results keyed by (backend, what decides its results, query, k); null disables it."""
     max_result_chars: int = 300
     """Each result is cut to this many characters before a model sees it."""
     max_total_chars: int = 1500
     """The whole tool turn is cut to this many characters."""
 
     def __post_init__(self) -> None:
-        check_positive(self, "k", "timeout_s", "max_result_chars", "max_total_chars")
+        check_positive(self, "k", "timeout_s", "max_result_chars", "max_total_chars", "passage_chars")
+        check_positive(self, "retries", allow_zero=True)
+        if self.passage_chars is not None and self.passage_chars < 50:
+            raise invalid("passage_chars", f"must be at least 50, got {self.passage_chars}")
+        if not self.language.strip():
+            raise invalid("language", "must not be empty (e.g. zh, en)")
 
 
 # ---- teacher + synth -----------------------------------------------------------------
