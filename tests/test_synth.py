@@ -386,3 +386,20 @@ def test_cli_missing_api_key_variable(tmp_path, capsys, pools, monkeypatch):
 def test_cli_bad_value_names_the_flag(capsys):
     code, msg = run_cli(capsys, "--top-p", "1.5")
     assert (code, msg) == (2, "error: --top-p (synth.top_p): must be in (0, 1], got 1.5")
+
+
+def test_config_fields_are_documented_and_yaml_and_flags_combine(tmp_path):
+    import argparse
+
+    from thinksearch import config
+
+    for cls in (TeacherConfig, SynthConfig):
+        assert set(config.field_docs(cls)) == {f.name for f in dataclasses.fields(cls)}, cls.__name__
+    y = tmp_path / "c.yaml"
+    y.write_text("synth:\n  num_search: 5\n  teacher: {backend: openai, api_key_env: MY_KEY}\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    config.add_flags(parser, SynthConfig)
+    args = parser.parse_args(["--teacher-concurrency", "16", "--eval-questions", "null"])
+    c = config.build(SynthConfig, y, "synth", config.overrides_from_args(args, SynthConfig))
+    assert (c.num_search, c.teacher.backend, c.teacher.api_key_env, c.teacher.concurrency, c.eval_questions) == (
+        5, "openai", "MY_KEY", 16, None)

@@ -181,3 +181,20 @@ def test_config_errors_name_the_flag():
         TeacherConfig(backend="openai", base_url="localhost:8000")
     with pytest.raises(ThinksearchError, match=r"--concurrency \(concurrency\): must be > 0"):
         TeacherConfig(concurrency=0)
+
+
+def test_generate_works_inside_a_running_event_loop(server):
+    """Notebooks run an event loop in the main thread; the teacher's own loop lives elsewhere."""
+    import asyncio
+
+    server.fault_percent = 0
+    t = OpenAITeacher(_cfg(server))
+
+    async def notebook_cell():
+        return t.generate([_req("在笔记本里")])
+
+    try:
+        (r,) = asyncio.run(notebook_cell())
+    finally:
+        t.close()
+    assert r.error is None and "在笔记本里" in r.text

@@ -18,8 +18,16 @@ number of rows is reached. Tags, the system prompt and the tool-call JSON are in
 
 Output is append-only JSONL, flushed and fsync'd per row. Row ids are a hash of the question,
 so rerunning the same command skips what is done; a partial last line left by a crash is cut
-off at the start. Failures go to a second JSONL file. SIGINT / SIGTERM finish the batch in
-flight, write the stats and exit cleanly (a second signal stops at once).
+off at the start. SIGINT / SIGTERM finish the batch in flight, write the stats and exit
+cleanly (a second signal stops at once).
+
+Failures go to a second JSONL file (``<output>.failures.jsonl``), one record per attempt with
+stage, reason, detail and the offending text. On a rerun, a question a quality gate rejected
+is not asked again (the same teacher would most likely fail the same way, and its place is
+already taken by the next question; ``--retry-rejected`` asks again), while a question that
+failed for a transient reason (teacher error after all retries, search error) is eligible
+again whenever the target is not yet met. Many transient failures in a row stop the run: the
+backend is down, and burning through the pool would only fill the failures file.
 
 Run as: ``thinksearch synth --config configs/quickstart.yaml``.
 """

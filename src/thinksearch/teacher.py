@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
@@ -140,9 +141,13 @@ class OpenAITeacher:
         self.cfg = cfg
         self.name = f"openai:{cfg.model}"
         self._key = api_key_from_env(cfg.api_key_env)
+        # The client lives on its own event loop in a helper thread, so the synchronous
+        # generate() works the same from a script, a signal-handling CLI or a notebook
+        # (which already runs a loop of its own in the main thread).
         self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="openai-teacher", daemon=True)
+        self._thread.start()
         self._client: Any = None
-        self._checked = False
 
     @property
     def url(self) -> str:
@@ -177,15 +182,17 @@ class OpenAITeacher:
             except (openai.APIStatusError, openai.APIResponseValidationError, ValueError, TypeError):
                 pass  # some servers have no /models: the first completion will tell
 
-        self._loop.run_until_complete(probe())
-        self._checked = True
+        self._run(probe())
 
     def _auth_error(self, e: Any) -> ThinksearchError:
         where = f"the key in ${self.cfg.api_key_env}" if self.cfg.api_key_env else "requests without a key (set --teacher-api-key-env)"
         return ThinksearchError(f"teacher endpoint {self.url} rejected {where} (HTTP {e.status_code})")
 
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
     def generate(self, requests: Sequence[TeacherRequest]) -> list[TeacherReply]:
-        return self._loop.run_until_complete(self.agenerate(requests))
+        return self._run(self.agenerate(requests))
 
     async def agenerate(self, requests: Sequence[TeacherRequest]) -> list[TeacherReply]:
         gate = asyncio.Semaphore(self.cfg.concurrency)
@@ -279,7 +286,9 @@ class OpenAITeacher:
         if self._loop.is_closed():
             return
         if self._client is not None:
-            self._loop.run_until_complete(self._client.close())
+            self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
         self._loop.close()
 
 
