@@ -10,7 +10,7 @@ latency to every request, served concurrently: a model of a server that batches.
 Markers in a question script the teacher's mistakes (see ``reply_for``):
 ``[泄漏]`` leaked ``</think>`` in the answer, ``[换行]`` a multi-line query, ``[截断]`` a
 truncated reply, ``[循环]`` a repetition loop, ``[无引用]`` an answer citing nothing,
-``[R1]`` an R1-style ``reasoning</think>analysis`` reply, ``[错误]`` a 400 every time.
+``[照抄]`` an answer that copies a result line, ``[R1]`` an R1-style ``reasoning</think>analysis`` reply, ``[错误]`` a 400 every time.
 
 Run as: ``python tests/teacher_server.py --port 8011 --delay-s 0.5``.
 """
@@ -70,6 +70,9 @@ def reply_for(prompt: str) -> tuple[str, str]:
         return json.dumps({"reasoning": "这个问题需要最新的实时信息，我需要搜索。", "query": query}, ensure_ascii=False), "stop"
     if "[无引用]" in q:
         return "根据搜索结果，答案大约是这样。", "stop"
+    if "[照抄]" in q:
+        first = next((line for line in prompt.splitlines() if line.startswith("[1] ")), "[1]")
+        return first, "stop"
     return "根据搜索结果，最新的情况是这样的[1]，另有来源补充[2]。", "stop"
 
 

@@ -140,7 +140,7 @@ def http_config(folder: Path, server: Server, **kw) -> SynthConfig:
     teacher = TeacherConfig(backend="openai", model="scripted", base_url=server.base_url, timeout_s=0.6,
                             max_retries=3, backoff_s=0.01, backoff_max_s=0.05, concurrency=8)
     base = dict(write_pools(folder), output=str(folder / "data.jsonl"), num_thinking=len(THINKING) - 3,
-                num_search=len(SEARCH) - 4, batch_size=6, teacher=teacher)
+                num_search=len(SEARCH) - 5, batch_size=6, teacher=teacher)
     return SynthConfig(**{**base, **kw})
 
 
@@ -174,6 +174,7 @@ def test_pipeline_reaches_the_targets_despite_faults(http_run):
     assert reasons == {
         ("[泄漏]", "answer", "leaked_tags"), ("[截断]", "analysis", "truncated"), ("[循环]", "analysis", "repetition"),
         ("[无引用]", "grounded", "no_citation"), ("[截断]", "query", "truncated"), ("故障", "search", "search_error"),
+        ("[照抄]", "grounded", "copied_results"),
     }
     assert all(f["detail"] for f in failures)
     assert stats.rejected["answer/leaked_tags"] == 1 and stats.failed == {"search/search_error": 1}

@@ -79,14 +79,14 @@ ANSWER_PROMPT = (
 QUERY_EXAMPLE = json.dumps({"reasoning": "这个问题需要最新的实时数据，我需要搜索当前的信息。", "query": "比特币价格 今日"},
                            ensure_ascii=False)
 QUERY_PROMPT = (
-    "下面的问题需要最新或实时的信息才能准确回答。请用一两句话说明为什么需要搜索，并给出一个简短的搜索关键词。"
+    "下面的问题需要最新或实时的信息才能准确回答。请结合这个问题，用一两句话说明为什么需要搜索，并给出一个简短的搜索关键词。"
     "只输出一个JSON对象，例如：\n{example}\n"
     "query只占一行，不超过20个字。\n\n问题：{question}"
 )
 GROUNDED_PROMPT = (
     "问题：{question}\n\n搜索结果：\n{results}\n\n"
-    "请只根据上面的搜索结果回答问题，在用到的信息后用方括号编号标注来源，例如[1]。"
-    "如果搜索结果不足以回答，请如实说明。不要编造搜索结果中没有的信息。回答简洁，一到四句话。"
+    "请只根据上面的搜索结果，用自己的话回答问题：先直接给出答案，并在用到的信息后用方括号编号标注来源，例如“……[1]”。"
+    "不要照抄搜索结果的原文，不要编造搜索结果中没有的信息；如果搜索结果不足以回答，请如实说明。回答简洁，一到三句话。"
 )
 
 
@@ -259,7 +259,34 @@ def parse_query_reply(text: str, min_chars: int, max_repetition: float) -> tuple
 
 
 _CITE_RE = re.compile(r"\[(\d{1,3})\]")
-_SHOWN_RE = re.compile(r"^\[\d+\] ", re.MULTILINE)
+_SHOWN_RE = re.compile(r"^\[\d+\] ", re.MULTILINE)  # a line of the tool turn: "[1] title — snippet"
+ECHO_SIMILARITY = 0.8
+
+
+def answer_problem(answer: str, question: str, min_chars: int) -> Rejection | None:
+    """Gates on a final answer beyond the text checks: it must say something of its own.
+
+    Rejects an answer that is only citations, that copies a line of the tool turn (``[1] 标题 — …``,
+    a small teacher's favourite shortcut), or that merely repeats the question.
+
+    >>> answer_problem("[2]", "最新的Python版本是多少？", 2).reason
+    'too_short'
+    >>> answer_problem("[1] 美元兑人民币汇率 — 摘要 (新闻, 2025-06-01)", "今天美元汇率多少？", 2).reason
+    'copied_results'
+    >>> answer_problem("上海到杭州的高铁今天还有票吗？[1]", "上海到杭州的高铁今天还有票吗？", 2).reason
+    'echoes_question'
+    >>> answer_problem("今天的汇率约为7.1[1]。", "今天美元汇率多少？", 2) is None
+    True
+    """
+    body = _CITE_RE.sub("", answer).strip()
+    if len(body) < min_chars:
+        return Rejection("", "too_short", f"{len(body)} < {min_chars} characters besides citations", answer)
+    if _SHOWN_RE.search(answer):
+        return Rejection("", "copied_results", "a line of the answer is a copied search result", answer)
+    if qs.similarity(body, question) >= ECHO_SIMILARITY:
+        return Rejection("", "echoes_question", f"similarity to the question {qs.similarity(body, question):.2f}", answer)
+    return None
+
 _WIDE_CITE_RE = re.compile(r"[【［](\d{1,3})[】］]")
 
 
@@ -549,7 +576,10 @@ def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig"
     stages = {"analysis": cfg.max_tokens_analysis, "answer": cfg.max_tokens_answer}
     for i, reply in zip(todo, second):
         got = check_text(reply, "answer", cfg.min_answer_chars, *gate)
+        if not isinstance(got, Rejection):
+            got = answer_problem(got[0], items[i].question, cfg.min_answer_chars) or got
         if isinstance(got, Rejection):
+            got.stage = "answer"
             outcomes[i].rejection = got
             continue
         trace, source = traces[i]
@@ -604,13 +634,15 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
         # Only results the tool turn actually shows may be cited (the total cap can drop some).
         shown = len(_SHOWN_RE.findall(text))
         answer = got[0]
-        if cfg.require_citation:
-            cited = check_citations(answer, shown)
-            if isinstance(cited, Rejection):
-                outcomes[i].rejection = cited
-                continue
+        cited = check_citations(answer, shown if cfg.require_citation else 0)
+        if not isinstance(cited, Rejection):
             answer, more = cited
+            cited = answer_problem(answer, items[i].question, cfg.min_answer_chars)
             outcomes[i].repairs += more
+        if isinstance(cited, Rejection):
+            cited.stage = "grounded"
+            outcomes[i].rejection = cited
+            continue
         it = items[i]
         outcomes[i].row = {
             "id": it.id, "type": "search",
