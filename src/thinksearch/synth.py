@@ -149,12 +149,14 @@ def repetition(text: str, n: int = 12) -> float:
 
 
 def is_loop(text: str, max_repetition: float) -> bool:
-    """A repetition loop: many repeated spans, or one short unit repeated eight times in a row.
+    """A repetition loop: many repeated spans, or a short unit repeated 8+ times over 20+ characters.
 
-    >>> is_loop("答案是" + "哈" * 20, 0.3), is_loop("周长比是2:1。", 0.3)
-    (True, False)
+    >>> is_loop("答案是" + "哈" * 20, 0.3), is_loop("周长比是2:1。", 0.3), is_loop("10亿=1000000000", 0.3)
+    (True, False, False)
     """
-    return repetition(text) > max_repetition or _RUN_RE.search("".join(text.split())) is not None
+    if repetition(text) > max_repetition:
+        return True
+    return any(len(m.group(0)) >= 20 for m in _RUN_RE.finditer("".join(text.split())))
 
 
 def clean(text: str) -> str:
@@ -482,7 +484,9 @@ class SynthStats:
     def table(self) -> Any:
         from rich.table import Table
 
-        t = Table(title=f"synth → {self.output}", show_header=True)
+        from rich.text import Text
+
+        t = Table(title=Text(f"synth → {self.output}"), show_header=True)
         t.add_column("")
         t.add_column("value", justify="right")
         for k in self.target:
@@ -686,6 +690,11 @@ class _Queue:
         return self.needed > 0 and self.pos >= len(self.questions)
 
 
+def _say(console: "Console", text: str, style: str | None = None) -> None:
+    """One status line; never parsed as rich markup (paths and errors may hold brackets)."""
+    console.print(text, style=style, markup=False, highlight=False)
+
+
 class _Stop:
     """SIGINT / SIGTERM: the first asks the run to stop after the batch in flight; the second stops now."""
 
@@ -705,8 +714,8 @@ class _Stop:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = name
-        self.console.print(f"[yellow]{name}: finishing the rows in flight, then stopping "
-                           "(send it again to stop at once)[/yellow]")
+        _say(self.console, f"{name}: finishing the rows in flight, then stopping (send it again to stop at once)",
+             "yellow")
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
@@ -727,7 +736,7 @@ def _load_pools(cfg: "SynthConfig", console: "Console") -> dict[str, qs.Pool]:
         qs.separate(pools["thinking"], pools["search"])
     for kind, pool in pools.items():
         dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in pool.report["dropped"].items())
-        console.print(f"{kind} pool {pool.path}: {pool.loaded} questions, {len(pool.questions)} kept"
+        _say(console, f"{kind} pool {pool.path}: {pool.loaded} questions, {len(pool.questions)} kept"
                       + (f" (dropped {dropped})" if dropped else ""))
         if not pool.questions:
             raise ThinksearchError(f"no {kind} questions left in {pool.path} after removing duplicates and eval overlaps")
@@ -764,8 +773,8 @@ def synthesize(
         failures = fails.open()
         stats.dropped_partial_bytes = out.dropped_bytes + fails.dropped_bytes
         if out.dropped_bytes:
-            console.print(f"[yellow]{cfg.output}: dropped a partial last line ({out.dropped_bytes} bytes) "
-                          "left by an interrupted run[/yellow]")
+            _say(console, f"{cfg.output}: dropped a partial last line ({out.dropped_bytes} bytes) "
+                 "left by an interrupted run", "yellow")
         done = {str(r.get("id")) for r in existing}
         last_failure = {str(f.get("id")): f for f in failures}
         skip = set() if cfg.retry_rejected else {i for i, f in last_failure.items() if not f.get("transient")}
@@ -773,12 +782,12 @@ def synthesize(
                   for k, p in pools.items()}
         total_needed = sum(q.needed for q in queues.values())
         if total_needed == 0:
-            console.print(f"nothing to do: {cfg.output} already holds the requested rows")
+            _say(console, f"nothing to do: {cfg.output} already holds the requested rows")
         else:
             if teacher is None:
                 from thinksearch.teacher import make_teacher
 
-                console.print(f"teacher: {cfg.teacher.backend} {cfg.teacher.model}")
+                _say(console, f"teacher: {cfg.teacher.backend} {cfg.teacher.model}")
                 teacher = make_teacher(cfg.teacher)
                 built.append(teacher)
             stats.teacher = teacher.name
@@ -811,7 +820,7 @@ def synthesize(
         _save_stats(stats, console)
     if cfg.export_reference:
         n = export_reference(read_rows(cfg.output), cfg.export_reference)
-        console.print(f"exported {n} rows in the reference layout to {cfg.export_reference}")
+        _say(console, f"exported {n} rows in the reference layout to {cfg.export_reference}")
     return stats
 
 
@@ -822,7 +831,7 @@ def _save_stats(stats: SynthStats, console: "Console") -> None:
         tmp.write_text(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except OSError as e:  # never hide the run's own outcome behind a stats write error
-        console.print(f"[yellow]could not write {path}: {e}[/yellow]")
+        _say(console, f"could not write {path}: {e}", "yellow")
 
 
 def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None", queues: dict[str, _Queue],
@@ -883,5 +892,5 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
             bar.update(task, rate=sum(stats.kept.values()) / minutes if minutes > 0 else 0.0,
                        note=f"{rejected} rejected" if rejected else "")
     if stop.signal is not None:
-        console.print(f"stopped by {stop.signal} after finishing the rows in flight; "
+        _say(console, f"stopped by {stop.signal} after finishing the rows in flight; "
                       "rerun the same command to resume")
