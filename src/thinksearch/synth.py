@@ -483,7 +483,6 @@ class SynthStats:
 
     def table(self) -> Any:
         from rich.table import Table
-
         from rich.text import Text
 
         t = Table(title=Text(f"synth → {self.output}"), show_header=True)
