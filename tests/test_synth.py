@@ -404,3 +404,21 @@ def test_config_fields_are_documented_and_yaml_and_flags_combine(tmp_path):
     c = config.build(SynthConfig, y, "synth", config.overrides_from_args(args, SynthConfig))
     assert (c.num_search, c.teacher.backend, c.teacher.api_key_env, c.teacher.concurrency, c.eval_questions) == (
         5, "openai", "MY_KEY", 16, None)
+
+
+@pytest.mark.slow
+def test_quickstart_teacher_writes_rows(tmp_path):
+    """The offline 0.5B model as a local teacher: real rows come out, every question is accounted for."""
+    (tmp_path / "t.txt").write_text("一个数的3倍加5等于20，这个数是多少？\n为什么冬天窗户内侧会结霜？\n", encoding="utf-8")
+    (tmp_path / "s.txt").write_text("今天美元兑人民币汇率多少？\n现任日本首相是谁？\n", encoding="utf-8")
+    cfg = SynthConfig(thinking_questions=str(tmp_path / "t.txt"), search_questions=str(tmp_path / "s.txt"),
+                      eval_questions=None, output=str(tmp_path / "out.jsonl"), num_thinking=1, num_search=1,
+                      teacher=TeacherConfig(backend="local"))
+    stats = synth.synthesize(cfg, search=FakeSearch(), progress=False)
+    rows = synth.read_rows(cfg.output)
+    failures = synth.read_rows(synth.sibling(cfg.output, ".failures.jsonl"))
+    assert rows, failures
+    second_stage = len(rows) + sum(f["stage"] in ("answer", "grounded") for f in failures)
+    assert len(rows) + len(failures) == stats.teacher_requests - second_stage  # one outcome per question asked
+    for row in rows:
+        assert row["messages"][2]["content"].startswith("<thinking>\n")
