@@ -78,6 +78,20 @@ def _index(args: argparse.Namespace) -> int:
 # ---- synth ---------------------------------------------------------------------------
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from thinksearch import config
+    from thinksearch.synth import synthesize
+
+    cfg = config.build(config.SynthConfig, args.config, "synth", config.overrides_from_args(args, config.SynthConfig))
+    stats = synthesize(cfg, progress=not args.no_progress)
+    from rich.console import Console
+
+    Console().print(stats.table())
+    if stats.exhausted:
+        print(f"warning: the {' and '.join(stats.exhausted)} pool ran out before the requested count", file=sys.stderr)
+    return 0
+
+
 
 # ---- train / merge -------------------------------------------------------------------
 
@@ -132,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     # synth
+    from thinksearch import config as _config
+
+    p = sub.add_parser("synth", help="write SFT rows with a teacher model (stage 1; resumable)",
+                       description="Question pools → teacher → quality-gated SFT rows (JSONL). "
+                       "Rerunning the same command resumes where it stopped.")
+    p.add_argument("--config", metavar="YAML", help="YAML file with a 'synth:' section; flags override it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    _config.add_flags(p, _config.SynthConfig)
+    p.set_defaults(func=_synth)
 
 
     # train / merge

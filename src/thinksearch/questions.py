@@ -1,0 +1,340 @@
+"""Question pools: load, normalise, de-duplicate, decontaminate, sample without replacement.
+
+A question file is ``.txt`` (one question per line; ``#`` starts a comment line; blank lines
+are ignored), ``.jsonl`` (one object per line with a string ``question`` field, or a
+reference-layout row whose first user message is the question) or ``.json`` (an array of
+such objects). Each question gets two forms:
+
+- its *text*, what the student sees: whitespace collapsed, NFC. NFKC is deliberately not
+  applied here: it folds Chinese full-width punctuation (``？，``) to ASCII, and the student
+  would learn punctuation users don't type;
+- its *key*, what comparisons use: NFKC, case-folded, without whitespace, punctuation or
+  invisible format characters. Row ids are a hash of the key, so editing a question's
+  spacing or punctuation keeps its id.
+
+Near duplicates are pairs whose character-bigram sets have a Jaccard similarity at or above a
+threshold (bigrams suit Chinese, which has no spaces to split words on). :func:`near_duplicates`
+finds them with prefix filtering (rare bigrams first), so pools of tens of thousands stay fast.
+
+Run as: ``python -c "from thinksearch.questions import load_pool; print(load_pool('data/questions/thinking.txt').report)"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from thinksearch.errors import ThinksearchError
+
+DEFAULT_THRESHOLD = 0.7
+
+
+# ----------------------------------------------------------------------------- normalising
+
+
+def normalize(text: str) -> str:
+    """The question as the student sees it: NFC, whitespace runs collapsed, control chars gone.
+
+    >>> normalize("  今天\\u3000比特币的价格\\n是多少？ ")
+    '今天 比特币的价格 是多少？'
+    """
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(ch if unicodedata.category(ch) not in ("Cc", "Cf") or ch.isspace() else "" for ch in text)
+    return " ".join(text.split())
+
+
+def key(text: str) -> str:
+    """The comparison form: NFKC, case-folded, no whitespace, punctuation or format characters.
+
+    >>> key("今天比特币的价格是多少？") == key("今天 比特币的价格是多少?")
+    True
+    >>> key("What is 2+3?")
+    'whatis2+3'
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in ("P", "Z", "C"))
+
+
+def question_id(kind: str, question: str) -> str:
+    """A stable row id: ``t-`` / ``s-`` and a hash of the question's key.
+
+    >>> question_id("thinking", "1+1等于几？") == question_id("thinking", "1+1 等于几?")
+    True
+    >>> question_id("search", "x")[:2]
+    's-'
+    """
+    digest = hashlib.sha256(key(question).encode("utf-8")).hexdigest()[:16]
+    return f"{kind[0]}-{digest}"
+
+
+def grams(k: str, n: int = 2) -> frozenset[str]:
+    """Character n-grams of a key (the key itself when shorter than n).
+
+    >>> sorted(grams("天气预报"))
+    ['天气', '气预', '预报']
+    """
+    if len(k) <= n:
+        return frozenset([k]) if k else frozenset()
+    return frozenset(k[i : i + n] for i in range(len(k) - n + 1))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """Jaccard similarity of two gram sets.
+
+    >>> jaccard(grams("北京明天天气"), grams("北京明天天气"))
+    1.0
+    """
+    if not a and not b:
+        return 1.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def similarity(a: str, b: str, n: int = 2) -> float:
+    """Bigram Jaccard similarity of two questions (after :func:`key`).
+
+    >>> round(similarity("北京明天天气怎么样？", "上海明天天气怎么样？"), 2)
+    0.6
+    """
+    return jaccard(grams(key(a), n), grams(key(b), n))
+
+
+# ----------------------------------------------------------------------------- near duplicates
+
+
+def near_duplicates(
+    items: Sequence[str], against: Sequence[str] | None = None, threshold: float = DEFAULT_THRESHOLD, n: int = 2
+) -> list[tuple[int, int, float]]:
+    """Pairs of near-duplicate questions, as ``(i, j, similarity)``, exact duplicates included.
+
+    Without ``against``: pairs within ``items`` (``i < j``). With it: each ``items[i]`` that
+    is a near duplicate of ``against[j]``. Exact: every pair at or above ``threshold`` is found
+    (prefix filtering only skips pairs that cannot reach it).
+
+    >>> near_duplicates(["今天比特币的价格是多少？", "今天比特币价格是多少", "明天北京会下雨吗"])
+    [(0, 1, 0.727)]
+    >>> near_duplicates(["北京明天会下雨吗？"], against=["明天北京会下雨吗", "北京明天会下雨吗"])
+    [(0, 1, 1.0)]
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError("threshold must be in (0, 1]")
+    a = [grams(key(q), n) for q in items]
+    b = a if against is None else [grams(key(q), n) for q in against]
+    freq = Counter(g for s in (a if against is None else a + b) for g in s)
+
+    def prefix(s: frozenset[str]) -> list[str]:
+        # If J(x, y) >= t then x and y share a gram among the |x| - ceil(t|x|) + 1 rarest of x.
+        ordered = sorted(s, key=lambda g: (freq[g], g))
+        return ordered[: len(ordered) - math.ceil(threshold * len(ordered)) + 1]
+
+    index: dict[str, list[int]] = {}
+    for j, s in enumerate(b):
+        for g in prefix(s):
+            index.setdefault(g, []).append(j)
+    pairs: list[tuple[int, int, float]] = []
+    for i, s in enumerate(a):
+        seen: set[int] = set()
+        for g in prefix(s):
+            for j in index.get(g, ()):
+                if j in seen or (against is None and j <= i):
+                    continue
+                seen.add(j)
+                sim = jaccard(s, b[j])
+                if sim >= threshold:
+                    pairs.append((i, j, round(sim, 3)))
+    return sorted(pairs)
+
+
+@dataclass
+class Dropped:
+    question: str
+    reason: str
+    """exact_duplicate, near_duplicate, eval_overlap or in_both_pools."""
+    other: str = ""
+    """The question it collided with."""
+
+
+def dedupe(questions: Sequence[str], threshold: float = DEFAULT_THRESHOLD) -> tuple[list[str], list[Dropped]]:
+    """Keep the first of each group of exact or near duplicates, in order.
+
+    >>> kept, dropped = dedupe(["1+1等于几？", "1+1 等于几?", "2+3等于几？"])
+    >>> kept, [d.reason for d in dropped]
+    (['1+1等于几？', '2+3等于几？'], ['exact_duplicate'])
+    """
+    kept: list[str] = []
+    dropped: list[Dropped] = []
+    seen: dict[str, str] = {}
+    for q in questions:
+        k = key(q)
+        if k in seen:
+            dropped.append(Dropped(q, "exact_duplicate", seen[k]))
+        else:
+            seen[k] = q
+            kept.append(q)
+    out: list[str] = []
+    gone: set[int] = set()
+    partner: dict[int, int] = {}
+    for i, j, _ in near_duplicates(kept, threshold=threshold):
+        if i not in gone and j not in gone:
+            gone.add(j)
+            partner[j] = i
+    for idx, q in enumerate(kept):
+        if idx in gone:
+            dropped.append(Dropped(q, "near_duplicate", kept[partner[idx]]))
+        else:
+            out.append(q)
+    return out, dropped
+
+
+def decontaminate(
+    questions: Sequence[str], held_out: Sequence[str], threshold: float = DEFAULT_THRESHOLD
+) -> tuple[list[str], list[Dropped]]:
+    """Drop every question that is a near (or exact) duplicate of a held-out one."""
+    hits: dict[int, int] = {}
+    for i, j, _ in near_duplicates(questions, against=held_out, threshold=threshold):
+        hits.setdefault(i, j)
+    kept = [q for i, q in enumerate(questions) if i not in hits]
+    dropped = [Dropped(questions[i], "eval_overlap", held_out[j]) for i, j in sorted(hits.items())]
+    return kept, dropped
+
+
+def shuffled(questions: Sequence[str], seed: int | str) -> list[str]:
+    """The pool in a seeded random order; taking the first N samples N without replacement.
+
+    Taking a prefix (rather than ``random.sample``) means asking for more rows later extends
+    the same sample instead of drawing a different one.
+
+    >>> shuffled(["a", "b", "c", "d"], 0) == shuffled(["a", "b", "c", "d"], 0)
+    True
+    >>> sorted(shuffled(["a", "b", "c", "d"], 1))
+    ['a', 'b', 'c', 'd']
+    """
+    out = list(questions)
+    random.Random(str(seed)).shuffle(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _question_of(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    q = obj.get("question")
+    if isinstance(q, str):
+        return q
+    msgs = obj.get("messages")
+    if isinstance(msgs, list):  # reference layout: the first user turn is the question
+        for m in msgs:
+            if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+                return m["content"]
+    return None
+
+
+def _decode(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ThinksearchError(f"question file not found: {path}") from None
+    except IsADirectoryError:
+        raise ThinksearchError(f"question file {path} is a directory") from None
+    except OSError as e:
+        raise ThinksearchError(f"cannot read question file {path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ThinksearchError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
+def read_questions(path: str | Path) -> list[str]:
+    """The questions in a file, normalised, in file order (duplicates still in)."""
+    path = Path(path)
+    text = _decode(path)
+    raw: list[str] = []
+    if path.suffix.lower() == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise ThinksearchError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
+            q = _question_of(obj)
+            if q is None:
+                raise ThinksearchError(f"{path}:{n}: expected an object with a string 'question' field")
+            raw.append(q)
+    elif path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ThinksearchError(f"{path}:{getattr(e, 'lineno', 1)}: invalid JSON ({getattr(e, 'msg', e)})") from None
+        if not isinstance(data, list):
+            raise ThinksearchError(f"{path}: expected a JSON array of objects with a 'question' field")
+        for n, obj in enumerate(data, 1):
+            q = _question_of(obj)
+            if q is None:
+                raise ThinksearchError(f"{path}: item {n}: expected an object with a string 'question' field")
+            raw.append(q)
+    else:
+        for line in text.splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            raw.append(line)
+    questions = [q for q in (normalize(r) for r in raw) if key(q)]
+    if not questions:
+        raise ThinksearchError(f"question file {path} holds no questions")
+    return questions
+
+
+@dataclass
+class Pool:
+    """A loaded, cleaned question pool and what was dropped from it, by reason."""
+
+    path: str
+    questions: list[str]
+    dropped: list[Dropped] = field(default_factory=list)
+    loaded: int = 0
+
+    @property
+    def report(self) -> dict[str, Any]:
+        by = Counter(d.reason for d in self.dropped)
+        return {"path": self.path, "loaded": self.loaded, "kept": len(self.questions), "dropped": dict(by)}
+
+
+def load_pool(path: str | Path, held_out: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD) -> Pool:
+    """Read, de-duplicate and decontaminate one pool."""
+    raw = read_questions(path)
+    kept, dropped = dedupe(raw, threshold)
+    if held_out:
+        kept, more = decontaminate(kept, held_out, threshold)
+        dropped += more
+    return Pool(str(path), kept, dropped, len(raw))
+
+
+def separate(a: Pool, b: Pool) -> None:
+    """Remove questions present in both pools from both: such a question's label is ambiguous."""
+    both = {key(q) for q in a.questions} & {key(q) for q in b.questions}
+    if not both:
+        return
+    for pool, other in ((a, b), (b, a)):
+        keep = []
+        for q in pool.questions:
+            if key(q) in both:
+                pool.dropped.append(Dropped(q, "in_both_pools", other.path))
+            else:
+                keep.append(q)
+        pool.questions = keep
+
+
+def keys(questions: Iterable[str]) -> set[str]:
+    return {key(q) for q in questions}
