@@ -176,6 +176,29 @@ def _cut_at_stop(text: str) -> tuple[str, bool]:
     return (text[: cut + len(fmt.TOOL_CLOSE)], True) if cut >= 0 else (text, False)
 
 
+class _CountingModel:
+    """The model as ``generation.stream`` sees it, recording the token ids it generates
+    (re-tokenizing the streamed text would not give the same count)."""
+
+    def __init__(self, model: Any):
+        self._model, self.ids = model, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def generate(self, *args: Any, streamer: Any = None, **kwargs: Any) -> Any:
+        put, seen_prompt = streamer.put, [False]
+
+        def counting_put(value: Any) -> None:
+            if seen_prompt[0]:  # the streamer's first call carries the prompt
+                self.ids.extend(value.reshape(-1).tolist())
+            seen_prompt[0] = True
+            put(value)
+
+        streamer.put = counting_put
+        return self._model.generate(*args, streamer=streamer, **kwargs)
+
+
 class TransformersEngine:
     """In-process transformers model (CPU or GPU); base + LoRA adapter or a merged directory."""
 
@@ -217,10 +240,11 @@ class TransformersEngine:
         n_prompt = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         # generation.stream sets its event when it finishes; the caller's stays theirs.
         inner = threading.Event()
+        counted = _CountingModel(self.model)
         text, stopped = "", False
         t0 = time.perf_counter()
         with self._lock:
-            pieces = generation.stream(self.model, self.tokenizer, prompt, sampling, stop=STOP, cancel=inner)
+            pieces = generation.stream(counted, self.tokenizer, prompt, sampling, stop=STOP, cancel=inner)  # type: ignore[arg-type]
             try:
                 for piece in pieces:
                     before = len(text)
@@ -232,9 +256,10 @@ class TransformersEngine:
             finally:
                 inner.set()
                 pieces.close()
-        n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
-        reason: Literal["stop", "length"] = "length" if n >= sampling.max_new_tokens and not stopped else "stop"
-        yield Completion(text, reason, n_prompt, n, time.perf_counter() - t0)
+        n = len(counted.ids)
+        eos = set(generation._eos_ids(self.tokenizer))
+        ended = stopped or bool(counted.ids and counted.ids[-1] in eos) or n < sampling.max_new_tokens
+        yield Completion(text, "stop" if ended else "length", n_prompt, n, time.perf_counter() - t0)
 
     def close(self) -> None:
         pass

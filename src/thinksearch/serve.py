@@ -135,15 +135,17 @@ class Batcher:
                cancel: threading.Event | None = None) -> Iterator[str | Completion]:
         """Queue a streaming generate and iterate it from a plain thread."""
         q: queue.Queue[Any] = queue.Queue()
-        cancel = cancel or threading.Event()
-        self.submit_stream(messages, sampling, q.put, cancel)
+        inner = threading.Event()  # stops this job; the caller's event is only read
+        self.submit_stream(messages, sampling, q.put, inner)
         try:
             while (item := q.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
+                if cancel is not None and cancel.is_set():
+                    inner.set()
                 yield item
         finally:
-            cancel.set()
+            inner.set()
 
     def _next(self, timeout: float | None) -> _Job | None:
         if self._held:
@@ -377,8 +379,8 @@ def create_app(agent: Agent, cfg: ServeConfig | None = None, key: str | None = N
         """OpenAI chat completion request; unknown fields (tools, penalties ...) are accepted and ignored."""
 
         model_config = ConfigDict(extra="allow")
-        model: str
-        messages: list[ChatMessage] = Field(min_length=1)
+        model: str = Field(examples=[cfg.served_name])
+        messages: list[ChatMessage] = Field(min_length=1, examples=[[{"role": "user", "content": "今天比特币的价格是多少？"}]])
         max_tokens: int | None = Field(None, ge=1, le=cfg.max_tokens_limit)
         max_completion_tokens: int | None = Field(None, ge=1, le=cfg.max_tokens_limit)
         temperature: float | None = Field(None, ge=0, le=2)
@@ -398,6 +400,11 @@ def create_app(agent: Agent, cfg: ServeConfig | None = None, key: str | None = N
 
         @contextlib.asynccontextmanager
         async def run(app: Any) -> Any:
+            # Every request waiting on the model holds a thread (agent loops, token counting);
+            # the default pool of cpu+4 threads would cap concurrency far below max_queue.
+            from concurrent.futures import ThreadPoolExecutor
+
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=min(cfg.max_queue, 64) + 4))
             batcher.start()
             try:
                 yield
