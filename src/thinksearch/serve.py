@@ -453,8 +453,10 @@ def create_app(agent: Agent, cfg: ServeConfig | None = None, key: str | None = N
         if req.model != cfg.served_name:
             raise ApiError(404, f"the model {clean(req.model)!r} does not exist; this server serves {cfg.served_name!r}",
                            "not_found_error", "model_not_found", "model")
-        if req.stop:
-            raise ApiError(400, "custom stop sequences are not supported", code="unsupported_parameter", param="stop")
+        stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+        if any(s != fmt.TOOL_CLOSE for s in stops):  # generation always stops after a call anyway
+            raise ApiError(400, f"custom stop sequences are not supported (only {fmt.TOOL_CLOSE!r})",
+                           code="unsupported_parameter", param="stop")
         messages = to_template_messages(req.messages, agent.system_prompt)
         temperature = agent.cfg.temperature if req.temperature is None else req.temperature
         sampling = Sampling(

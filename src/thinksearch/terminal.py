@@ -59,7 +59,7 @@ class Display:
                                      title_align="left", border_style="red" if failed else "green"))
         elif e.kind == "invalid_call":
             self._break()
-            self.console.print(Text(f"[invalid tool call: {e.text}]", style="yellow"))
+            self.console.print(Text(f"[invalid tool call: {e.text}]", style="yellow"), soft_wrap=True)
 
     def finish(self, result: AgentResult) -> None:
         self._break()
@@ -67,11 +67,11 @@ class Display:
                  "invalid_call": "the model's tool call stayed invalid", "cancelled": "stopped",
                  "context_length": "the conversation outgrew --context-tokens"}
         if result.stop_reason in notes:
-            self.console.print(f"[{notes[result.stop_reason]}]", style="yellow", markup=False)
+            self.console.print(f"[{notes[result.stop_reason]}]", style="yellow", markup=False, highlight=False, soft_wrap=True)
         n = len(result.searches)
         ttft = f", first token {result.first_token_s:.2f} s" if result.first_token_s is not None else ""
         self.console.print(f"({len(result.rounds)} round{'s' * (len(result.rounds) != 1)}, {n} search{'es' * (n != 1)}, "
-                           f"{result.completion_tokens} tokens in {result.seconds:.1f} s{ttft})", style="dim", markup=False)
+                           f"{result.completion_tokens} tokens in {result.seconds:.1f} s{ttft})", style="dim", markup=False, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -110,7 +110,7 @@ def chat(agent: Agent, console: "Console", read: Callable[[str], str] = input) -
         import readline  # noqa: F401  (line editing and recall for input())
 
     history: list[Message] = []
-    console.print(f"thinksearch chat ({agent.engine.name}) — {HELP}", style="dim", markup=False)
+    console.print(f"thinksearch chat ({agent.engine.name}) — {HELP}", style="dim", markup=False, highlight=False)
     while True:
         try:
             line = read("> ")
@@ -118,7 +118,7 @@ def chat(agent: Agent, console: "Console", read: Callable[[str], str] = input) -
             console.print()
             break
         except KeyboardInterrupt:
-            console.print(f"\n({HELP})", style="dim", markup=False)
+            console.print(f"\n({HELP})", style="dim", markup=False, highlight=False)
             continue
         q = line.strip()
         if not q:
@@ -127,10 +127,10 @@ def chat(agent: Agent, console: "Console", read: Callable[[str], str] = input) -
             break
         if q == "/clear":
             history = []
-            console.print("(conversation cleared)", style="dim", markup=False)
+            console.print("(conversation cleared)", style="dim", markup=False, highlight=False)
             continue
         if q.startswith("/"):
-            console.print(f"(unknown command {q.split()[0]}; {HELP})", style="dim", markup=False)
+            console.print(f"(unknown command {q.split()[0]}; {HELP})", style="dim", markup=False, highlight=False)
             continue
         history = trim_history(agent.engine, history, agent.cfg.history_tokens, agent.system_prompt)
         display = Display(console)
@@ -140,7 +140,7 @@ def chat(agent: Agent, console: "Console", read: Callable[[str], str] = input) -
                 result = agent.ask(q, history, on_event=display, cancel=cancel)
         except ThinksearchError as e:
             display._break()
-            console.print(f"error: {e}", style="red", markup=False)
+            console.print(f"error: {e}", style="red", markup=False, highlight=False)
             continue
         display.finish(result)
         if result.stop_reason != "cancelled":  # a stopped answer is not remembered
