@@ -212,3 +212,22 @@ def test_chat_in_a_terminal_ctrl_c_stops_the_answer_not_the_session(tiny_model_d
             pass
         os.close(fd)
     assert "Traceback" not in buf[0]
+
+
+def test_yaml_sections_and_flags(tmp_path, monkeypatch, scripted_cli, capsys):
+    from thinksearch.config import ServeConfig, build
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("agent:\n  max_rounds: 2\n  search: {k: 3}\nserve:\n  port: 9001\n  run_tools: true\n", encoding="utf-8")
+    seen = {}
+    state = scripted_cli([answer("好")])
+    monkeypatch.setattr(agent_mod, "load_engine", lambda cfg: (seen.setdefault("cfg", cfg), state["engine"])[1])
+    assert cli.main(["ask", "q", "--config", str(cfg_file), "--max-new-tokens", "99", "--json"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.max_rounds, cfg.search.k, cfg.max_new_tokens) == (2, 3, 99)
+    s = build(ServeConfig, cfg_file, "serve", {})
+    assert (s.port, s.run_tools, s.host) == (9001, True, "127.0.0.1")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent:\n  max_round: 2\n", encoding="utf-8")
+    assert cli.main(["ask", "q", "--config", str(bad)]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: unknown key 'agent.max_round' (allowed: model, adapter,")

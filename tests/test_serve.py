@@ -280,3 +280,42 @@ def test_schemathesis_finds_no_server_errors(tiny_server, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert len(tiny_server.app.state.batcher.batches) > before  # valid requests reached the model too
+
+
+def test_full_queue_answers_503_not_a_crash(tiny_tokenizer):
+    engine = ScriptedEngine(tiny_tokenizer, reply=lambda m: "好。", delay_s=0.5)
+    with ServerThread(create_app(Agent(engine, FixedSearch(), AgentConfig()), ServeConfig(max_queue=1))) as s:
+        def one(_):
+            r = httpx.post(s.url + "/v1/chat/completions", timeout=60,
+                           json={"model": "thinksearch", "messages": [{"role": "user", "content": "hi"}]})
+            return r.status_code, r.json()
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(one, range(4)))
+        codes = sorted(c for c, _ in results)
+        assert codes[0] == 200 and 503 in codes and set(codes) <= {200, 503}
+        assert all(body["error"]["code"] == "queue_full" for c, body in results if c == 503)
+        assert httpx.get(s.url + "/v1/models").status_code == 200  # still serving
+
+
+def test_batcher_groups_by_sampling_and_interleaves_streams(tiny_tokenizer):
+    import threading
+
+    from thinksearch.agent import build_messages
+    from thinksearch.generation import Sampling
+    from thinksearch.serve import Batcher
+
+    engine = ScriptedEngine(tiny_tokenizer, reply=lambda m: "好。")
+    b = Batcher(engine, max_batch=3, wait_s=0.2)
+    msgs = build_messages("x")
+    futures = [b.submit(msgs, Sampling(max_new_tokens=8, seed=i)) for i in range(4)]  # greedy: seeds don't matter
+    futures.append(b.submit(msgs, Sampling(max_new_tokens=9)))
+    streamed = []
+    t = threading.Thread(target=lambda: streamed.extend(b.stream(msgs, Sampling(max_new_tokens=8))))
+    t.start()
+    b.start()
+    assert all(f.result(timeout=30).text == "好。" for f in futures)
+    t.join(timeout=30)
+    b.stop()
+    assert sorted(engine.batch_sizes) == [1, 1, 3]  # 3 + 1 with max_new_tokens 8, 1 with 9
+    assert "".join(x for x in streamed if isinstance(x, str)) == "好。"

@@ -77,7 +77,11 @@ class _Job:
 
     @property
     def key(self) -> tuple:
-        return dataclasses.astuple(self.sampling)
+        """Requests with equal keys can share a batch: greedy ones ignore seed and top_p."""
+        s = self.sampling
+        if s.temperature == 0:
+            return (s.max_new_tokens, s.repetition_penalty)
+        return dataclasses.astuple(s)
 
 
 class Busy(Exception):
