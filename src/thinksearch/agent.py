@@ -497,7 +497,7 @@ class LlamaCppEngine(OpenAIEngine):
     """
 
     def __init__(self, gguf: Path, tokenizer: "PreTrainedTokenizerBase", threads: int | None = None,
-                 context_length: int = 4096, parallel: int = 1):
+                 context_length: int = 4096, parallel: int = 1, cache_prompt: bool = True):
         try:
             import xllamacpp
         except ImportError:
@@ -511,6 +511,9 @@ class LlamaCppEngine(OpenAIEngine):
         p.hostnames = ["127.0.0.1"]
         p.port = 0
         p.verbosity = 0
+        # Reusing the KV cache of a shared prefix makes each round of the agent loop cheap
+        # (the next prompt extends the last); benchmarks turn it off to time real prefills.
+        p.cache_prompt = cache_prompt
         self._server = xllamacpp.Server(p)
         super().__init__(self._server.listening_address + "/v1", tokenizer, api="completions",
                          context_length=context_length, concurrency=parallel)
