@@ -514,7 +514,10 @@ class LlamaCppEngine(OpenAIEngine):
         # Reusing the KV cache of a shared prefix makes each round of the agent loop cheap
         # (the next prompt extends the last); benchmarks turn it off to time real prefills.
         p.cache_prompt = cache_prompt
-        self._server = xllamacpp.Server(p)
+        try:
+            self._server = xllamacpp.Server(p)
+        except RuntimeError as e:
+            raise ThinksearchError(f"llama.cpp could not load {gguf}: {e} (is it a complete GGUF of a model llama.cpp supports?)") from None
         super().__init__(self._server.listening_address + "/v1", tokenizer, api="completions",
                          context_length=context_length, concurrency=parallel)
         self.name = f"llamacpp ({gguf.name})"

@@ -103,6 +103,16 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_gguf(args: argparse.Namespace) -> int:
+    from thinksearch.gguf_export import export_gguf
+
+    out = export_gguf(args.model, args.out, like=args.like, adapter=args.adapter, qtype=args.qtype,
+                      progress=sys.stderr.isatty())
+    print(out)
+    print(f"run it with llama.cpp: thinksearch ask --model {out} \"…\"", file=sys.stderr)
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from thinksearch.config import ServeConfig, build, overrides_from_args
     from thinksearch.serve import serve
@@ -167,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, AgentConfig)
     add_flags(p, ServeConfig)
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("export-gguf", help="write a tuned model (base+adapter or merged) as a GGUF that llama.cpp runs")
+    p.add_argument("model", help="model reference: ALIAS+ADAPTER_DIR, an adapter directory, or a merged model directory")
+    p.add_argument("--out", required=True, help="the .gguf file to write")
+    p.add_argument("--adapter", help="LoRA adapter directory put on MODEL before export")
+    p.add_argument("--like", help="the base model's GGUF, whose metadata (tokenizer, chat template) is copied "
+                                  "(default: the offline alias's GGUF when MODEL is built on it)")
+    p.add_argument("--qtype", choices=["q8_0", "f16", "f32"], default="q8_0", help="weight format (default q8_0)")
+    p.set_defaults(func=_export_gguf)
 
 
     # eval
