@@ -54,3 +54,20 @@ def test_llamacpp_engine_on_the_same_gguf(real):
         assert r.rounds[0].prompt_tokens == engine.count_tokens(Agent(engine, FixedSearch()).messages_for("你好"))
     finally:
         engine.close()
+
+
+def test_exported_gguf_decodes_like_the_model(real, tmp_path):
+    pytest.importorskip("xllamacpp")
+    from thinksearch.generation import Sampling
+    from thinksearch.gguf_export import export_gguf
+
+    model, tok = real
+    out = export_gguf(ALIAS, tmp_path / "q8.gguf", progress=False)
+    engine = LlamaCppEngine(out, tok, context_length=1024)
+    msgs = Agent(engine, FixedSearch()).messages_for("如果一个正方形的面积是另一个正方形面积的4倍，那么它们的周长比是多少？")
+    try:
+        exported = engine.generate([msgs], Sampling(max_new_tokens=12))[0].text
+    finally:
+        engine.close()
+    reference = TransformersEngine(model, tok).generate([msgs], Sampling(max_new_tokens=12))[0].text
+    assert exported[:8] == reference[:8]
