@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
 
 from thinksearch import format as fmt
-from thinksearch.agent import Agent, Completion, Engine, Event, Message, StreamSplitter, sampling_of
+from thinksearch.agent import Agent, Completion, Engine, Event, Message, StreamSplitter
 from thinksearch.config import AgentConfig, ServeConfig
 from thinksearch.errors import ThinksearchError
 from thinksearch.generation import Sampling
