@@ -100,6 +100,71 @@ def _synth(args: argparse.Namespace) -> int:
 # ---- ask / chat / serve --------------------------------------------------------------
 
 
+def _agent_config(args: argparse.Namespace):  # -> AgentConfig
+    from thinksearch.config import AgentConfig, build, overrides_from_args
+
+    return build(AgentConfig, args.config, "agent", overrides_from_args(args, AgentConfig))
+
+
+def _load_agent(cfg):  # -> Agent
+    from rich.console import Console
+
+    from thinksearch.agent import load_agent, pick_engine
+
+    err = Console(stderr=True)
+    if sys.stderr.isatty():
+        err.print(f"loading {cfg.model} ({pick_engine(cfg)} engine) …", style="dim", markup=False)
+    return load_agent(cfg, warn=lambda m: err.print(f"warning: {m}", style="yellow", markup=False))
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from thinksearch import terminal
+
+    question = sys.stdin.read() if args.question == "-" else args.question
+    if not question.strip():
+        raise ThinksearchError("the question is empty")
+    agent = _load_agent(_agent_config(args))
+    try:
+        terminal.ask(agent, question.strip(), Console(), as_json=args.json)
+    finally:
+        agent.close()
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from thinksearch import terminal
+
+    agent = _load_agent(_agent_config(args))
+    try:
+        terminal.chat(agent, Console())
+    finally:
+        agent.close()
+    return 0
+
+
+def _export_gguf(args: argparse.Namespace) -> int:
+    from thinksearch.gguf_export import export_gguf
+
+    out = export_gguf(args.model, args.out, like=args.like, adapter=args.adapter, qtype=args.qtype,
+                      progress=sys.stderr.isatty())
+    print(out)
+    print(f"run it with llama.cpp: thinksearch ask --model {out} \"…\"", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from thinksearch.config import ServeConfig, build, overrides_from_args
+    from thinksearch.serve import serve
+
+    scfg = build(ServeConfig, args.config, "serve", overrides_from_args(args, ServeConfig))
+    serve(_agent_config(args), scfg, say=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
 
 # ---- eval ----------------------------------------------------------------------------
 
@@ -161,6 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     # ask / chat / serve
+    from thinksearch.config import AgentConfig, ServeConfig, add_flags
+
+    p = sub.add_parser("ask", help="answer one question: think, search if needed, answer (streamed)")
+    p.add_argument("question", help="the question ('-' reads it from stdin)")
+    p.add_argument("--config", help="YAML config; its 'agent' section sets these flags' defaults")
+    p.add_argument("--json", action="store_true", help="print the whole result (rounds, searches, tokens, timings) as JSON")
+    add_flags(p, AgentConfig)
+    p.set_defaults(func=_ask)
+
+    p = sub.add_parser("chat", help="interactive chat with thinking and search (/clear, /quit; Ctrl-C stops an answer)")
+    p.add_argument("--config", help="YAML config; its 'agent' section sets these flags' defaults")
+    add_flags(p, AgentConfig)
+    p.set_defaults(func=_chat)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions, /v1/models) on 127.0.0.1")
+    p.add_argument("--config", help="YAML config; its 'agent' and 'serve' sections set these flags' defaults")
+    add_flags(p, AgentConfig)
+    add_flags(p, ServeConfig)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("export-gguf", help="write a tuned model (base+adapter or merged) as a GGUF that llama.cpp runs")
+    p.add_argument("model", help="model reference: ALIAS+ADAPTER_DIR, an adapter directory, or a merged model directory")
+    p.add_argument("--out", required=True, help="the .gguf file to write")
+    p.add_argument("--adapter", help="LoRA adapter directory put on MODEL before export")
+    p.add_argument("--like", help="the base model's GGUF, whose metadata (tokenizer, chat template) is copied "
+                                  "(default: the offline alias's GGUF when MODEL is built on it)")
+    p.add_argument("--qtype", choices=["q8_0", "f16", "f32"], default="q8_0", help="weight format (default q8_0)")
+    p.set_defaults(func=_export_gguf)
 
 
     # eval

@@ -502,6 +502,103 @@ class SynthConfig:
 # ---- agent: ask / chat / serve -------------------------------------------------------
 
 
+@dataclasses.dataclass
+class AgentConfig:
+    """How ``ask``, ``chat`` and ``serve`` generate: model, engine, sampling, tool loop."""
+
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    """Model reference: offline alias, local directory (merged model or adapter), .gguf file or hub id; `+ADAPTER` adds a LoRA adapter. The openai engine renders prompts with this model's chat template."""
+    adapter: str | None = None
+    """LoRA adapter directory put on --model (transformers engine only)."""
+    engine: Literal["auto", "transformers", "openai", "llamacpp"] = "auto"
+    """auto: llamacpp for a GGUF without adapter when xllamacpp is installed (fastest on CPU), else transformers; openai: any OpenAI-compatible endpoint (vLLM, llama.cpp server, SGLang)."""
+    base_url: str | None = None
+    """openai engine: the endpoint, e.g. http://127.0.0.1:8000/v1."""
+    served_model: str | None = None
+    """openai engine: the model name at the endpoint (default: the first one it lists)."""
+    endpoint_api: Literal["completions", "chat"] = "completions"
+    """openai engine: completions sends the prompt rendered here with --model's chat template (exactly as in training); chat lets the endpoint apply its own template."""
+    api_key_env: str = "THINKSEARCH_ENDPOINT_KEY"
+    """openai engine: environment variable holding the endpoint's API key (unset: no key sent)."""
+    dtype: str = "auto"
+    """transformers engine: auto (bf16 where the hardware has it, else fp32), float32, bfloat16, float16."""
+    device: str = "auto"
+    """transformers engine: auto, cpu, cuda, cuda:1 ..."""
+    threads: int | None = None
+    """llamacpp engine: CPU threads (default: all cores)."""
+    context_tokens: int = 4096
+    """Longest prompt + completion the agent lets a conversation reach (tokens)."""
+    max_rounds: int = 3
+    """Model turns per question at most; each turn may call the search tool once the previous results are in."""
+    max_new_tokens: int = 512
+    """Tokens generated per model turn at most."""
+    temperature: float = 0.0
+    """0 = greedy (reproducible); > 0 samples."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (with temperature > 0)."""
+    repetition_penalty: float = 1.0
+    """> 1 discourages repeating tokens (transformers engine)."""
+    seed: int | None = None
+    """Sampling seed (with temperature > 0)."""
+    system_prompt: str | None = None
+    """System prompt; default: the reference prompt the model was trained with (format.SYSTEM_PROMPT)."""
+    history_tokens: int = 3072
+    """chat: the oldest exchanges are dropped once the conversation passes this many tokens."""
+    timeout_s: float = 600.0
+    """openai engine: seconds before a request to the endpoint is abandoned."""
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    """The search backend that answers the model's tool calls."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_rounds", "max_new_tokens", "context_tokens", "history_tokens", "timeout_s", "top_p", "threads")
+        check_positive(self, "temperature", allow_zero=True)
+        check_positive(self, "repetition_penalty")
+        if self.top_p > 1:
+            raise invalid("top_p", f"must be <= 1, got {self.top_p!r}")
+        if self.max_new_tokens >= self.context_tokens:
+            raise invalid("max_new_tokens", f"must be below --context-tokens ({self.context_tokens}), got {self.max_new_tokens}")
+        if self.engine == "openai" and not self.base_url:
+            raise invalid("base_url", "the openai engine needs the endpoint's URL, e.g. http://127.0.0.1:8000/v1")
+        if self.engine in ("openai", "llamacpp") and (self.adapter or "+" in self.model and not Path(self.model).exists()):
+            raise invalid("adapter", f"the {self.engine} engine cannot put a LoRA adapter on the model; "
+                          "serve the adapter at the endpoint (vLLM --lora-modules) or use a merged model")
+        if self.system_prompt is not None and not self.system_prompt.strip():
+            raise invalid("system_prompt", "must not be empty (leave it out for the reference prompt)")
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """The OpenAI-compatible HTTP server (``thinksearch serve``); the model comes from AgentConfig."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; only this machine can connect unless you choose another (then set a key)."""
+    port: int = 8000
+    """TCP port (0 picks a free one)."""
+    served_name: str = "thinksearch"
+    """The model id clients pass as `model` and /v1/models lists."""
+    key_env: str | None = None
+    """Environment variable holding the bearer key clients must send; null serves without a key."""
+    run_tools: bool = False
+    """Run the search tool in the server (agent loop) and answer with the final text, instead of returning tool_calls."""
+    max_body_bytes: int = 1_000_000
+    """Request bodies larger than this are refused with 413."""
+    max_tokens_limit: int = 2048
+    """Largest max_tokens a request may ask for (400 above)."""
+    max_batch: int = 8
+    """Non-streaming requests waiting together are generated as one batch of up to this many."""
+    batch_wait_ms: float = 5.0
+    """How long the batcher waits for more requests to join a batch that is not full."""
+    max_queue: int = 256
+    """Requests waiting beyond this get 503 (server busy) instead of queueing forever."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_body_bytes", "max_tokens_limit", "max_batch", "max_queue")
+        check_positive(self, "port", "batch_wait_ms", allow_zero=True)
+        if self.port > 65535:
+            raise invalid("port", f"must be <= 65535, got {self.port}")
+        if not self.served_name.strip():
+            raise invalid("served_name", "must not be empty")
+
 
 # ---- eval ----------------------------------------------------------------------------
 
