@@ -1,0 +1,315 @@
+"""The main job: index → synth → train → eval in one run directory, resumable at every stage.
+
+Each stage is the same function its own subcommand calls (``build_index``, ``synthesize``,
+``train``, ``evaluate``); this module only decides where their files go inside the run
+directory, skips what is already complete, and summarises the run in one table
+(``summary.json`` / ``summary.md`` beside the artifacts).
+
+Run as: ``thinksearch run configs/quickstart.yaml``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from thinksearch.config import RunConfig
+from thinksearch.errors import ThinksearchError
+
+STATE_FILE = "run_state.json"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Where each stage's artifacts live inside a run directory."""
+
+    root: Path
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index.sqlite"
+
+    @property
+    def search_cache(self) -> Path:
+        return self.root / "search_cache.sqlite"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data.jsonl"
+
+    @property
+    def failures(self) -> Path:
+        return self.root / "data.failures.jsonl"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+
+def plan(cfg: RunConfig) -> tuple[RunConfig, RunPaths]:
+    """The run's stage configs with their file locations moved into the run directory.
+
+    In a run the stages hand files to each other, so their paths are the run's, whatever the
+    sections say: the data synth writes is what train reads, the adapter train writes is what
+    eval compares with its base.
+    """
+    paths = RunPaths(Path(cfg.run_dir).expanduser())
+    search = cfg.synth.search
+    if search.backend == "local" and cfg.corpus:
+        search = dataclasses.replace(search, index=str(paths.index))
+    if search.cache is None:
+        search = dataclasses.replace(search, cache=str(paths.search_cache))
+    synth = dataclasses.replace(cfg.synth, output=str(paths.data), failures=str(paths.failures), search=search)
+    train = dataclasses.replace(cfg.train, data=[str(paths.data)], output_dir=str(paths.adapter))
+    models = [f"base={train.model}", f"tuned={train.model}+{paths.adapter}"]
+    evaluation = dataclasses.replace(cfg.eval, output_dir=str(paths.eval_dir), models=models)
+    return dataclasses.replace(cfg, synth=synth, train=train, eval=evaluation), paths
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+class _State:
+    """Per-stage status and wall time, accumulated over every invocation of the run."""
+
+    def __init__(self, root: Path):
+        self.path = root / STATE_FILE
+        self.data: dict[str, Any] = _read_json(self.path) or {"stages": {}}
+
+    def record(self, stage: str, status: str, seconds: float) -> None:
+        entry = self.data["stages"].setdefault(stage, {"seconds": 0.0})
+        entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 1)
+        entry["status"] = status
+        _write_json(self.path, self.data)
+
+
+def run(cfg: RunConfig, say: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """Run the pipeline as ``cfg`` says; return (and write) the summary."""
+    cfg, paths = plan(cfg)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    from thinksearch.config import to_dict
+
+    _write_json(paths.root / "run_config.json", to_dict(cfg))
+    state = _State(paths.root)
+    for stage in ("index", "synth", "train", "eval"):
+        if stage not in cfg.stages:
+            continue
+        if stage == "index" and not (cfg.synth.search.backend == "local" and cfg.corpus):
+            continue
+        say(f"── {stage} ──")
+        t0 = time.perf_counter()
+        status = "failed"
+        try:
+            status = STAGES[stage](cfg, paths, say, progress)
+        finally:
+            state.record(stage, status, time.perf_counter() - t0)
+        if status == "interrupted":
+            say(f"{stage} was interrupted; rerun the same command to resume")
+            break
+    summary = summarize(paths, state.data)
+    _write_json(paths.root / SUMMARY_JSON, summary)
+    (paths.root / SUMMARY_MD).write_text(summary_markdown(summary), encoding="utf-8")
+    return summary
+
+
+def _index(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str:
+    from thinksearch.search.local import build_index
+
+    report = build_index(cfg.corpus, paths.index, tokenizer=cfg.synth.search.tokenizer, progress=progress)
+    for line in report.summary():
+        say(line)
+    return "done"
+
+
+def _synth(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str:
+    from thinksearch.synth import synthesize
+
+    stats = synthesize(cfg.synth, progress=progress)
+    if stats.interrupted:
+        return "interrupted"
+    if not stats.complete:
+        short = ", ".join(f"{k} {stats.rows_in_file.get(k, 0)}/{n}" for k, n in stats.target.items())
+        if not stats.exhausted:
+            raise ThinksearchError(f"synthesis stopped short ({short}); rerun the same command to resume")
+        say(f"note: the question pools ran out before the targets ({short}); training on what there is")
+    return "done"
+
+
+def _train(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str:
+    from thinksearch.train import train
+
+    # resume=True: a finished adapter is kept, an interrupted one continues from its checkpoint.
+    train(cfg.train, resume=True)
+    return "done"
+
+
+def _eval(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str:
+    from thinksearch.evaluate import evaluate
+
+    evaluate(cfg.eval, progress=progress, log=say)
+    return "done"
+
+
+STAGES: dict[str, Callable[[RunConfig, RunPaths, Callable[[str], None], bool], str]] = {
+    "index": _index, "synth": _synth, "train": _train, "eval": _eval,
+}
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue  # a torn last line is synth's to repair; the summary just skips it
+            if isinstance(obj, dict):
+                rows.append(obj)
+    return rows
+
+
+def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the run produced, read back from the artifacts on disk (never from memory)."""
+    out: dict[str, Any] = {"run_dir": str(paths.root), "stages": (state or {}).get("stages", {})}
+    rows = _jsonl(paths.data)
+    if rows:
+        done = {r.get("id") for r in rows}
+        latest: dict[str, dict[str, Any]] = {}
+        for f in _jsonl(paths.failures):
+            latest[str(f.get("id"))] = f
+        rejected = Counter(
+            f"{f.get('stage', '?')}/{f.get('reason', '?')}" for i, f in latest.items() if i not in done
+        )
+        out["synth"] = {
+            "rows": dict(Counter(str(r.get("type")) for r in rows)),
+            "rejected": dict(rejected.most_common()),
+            "search_backends": dict(Counter(str(r.get("meta", {}).get("search_backend")) for r in rows if r.get("type") == "search")),
+            "path": str(paths.data),
+        }
+    metrics = _read_json(paths.adapter / "metrics.json")
+    if metrics:
+        history = [h for h in metrics.get("history", []) if "loss" in h]
+        out["train"] = {
+            "first_loss": history[0]["loss"] if history else None,
+            "last_loss": history[-1]["loss"] if history else None,
+            "eval_loss": metrics.get("eval_loss"),
+            "steps": metrics.get("global_step"),
+            "rows": metrics.get("rows"),
+            "seconds": metrics.get("train_seconds"),
+            "adapter": str(paths.adapter),
+        }
+    report = _read_json(paths.eval_dir / "report.json")
+    if report:
+        out["eval"] = {m["name"]: _model_figures(m["metrics"]) for m in report.get("models", [])}
+        out["eval_report"] = str(paths.eval_dir / "report.md")
+        out["reference"] = report.get("reference")
+    return out
+
+
+def _model_figures(m: Mapping[str, Any]) -> dict[str, Any]:
+    cats, any_ = m["categories"], m["decision"]["any"]
+    think, search = cats["thinking"], cats["search"]
+    return {
+        "thinking_tag": [think["tag_hit"], think["n"]],
+        "search_tag": [search["tag_hit"], search["n"]],
+        "false_search_rate": any_["false_search_rate"],
+        "missed_search_rate": any_["missed_search_rate"],
+        "search_f1": any_["f1"],
+        "call_valid": [m["overall"]["call_valid"], m["overall"]["call_attempts"]],
+        "thinking_well_formed": [m["overall"]["thinking_well_formed"], m["overall"]["n"]],
+        "tokens_per_s": m["speed"]["tokens_per_s"],
+    }
+
+
+def _frac(pair: Any) -> str:
+    if not pair or pair[1] in (0, None):
+        return "–"
+    k, n = pair
+    return f"{k}/{n} ({100 * k / n:.1f}%)"
+
+
+def _pct(x: Any) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(what, value) lines of the final table."""
+    rows: list[tuple[str, str]] = []
+    synth = summary.get("synth")
+    if synth:
+        rows.append(("rows synthesized", ", ".join(f"{k} {v}" for k, v in sorted(synth["rows"].items()))))
+        rej = synth["rejected"]
+        rows.append(("rejected (by reason)", ", ".join(f"{k} {v}" for k, v in rej.items()) if rej else "none"))
+    tr = summary.get("train")
+    if tr:
+        loss = f"{tr['first_loss']:.3f} → {tr['last_loss']:.3f}" if tr["first_loss"] is not None else "–"
+        if tr.get("eval_loss") is not None:
+            loss += f" (holdout {tr['eval_loss']:.3f})"
+        rows.append(("training loss", f"{loss}, {tr['steps']} steps"))
+    for name, m in (summary.get("eval") or {}).items():
+        rows.append((f"{name}: <thinking> on thinking", _frac(m["thinking_tag"])))
+        rows.append((f"{name}: <tool_call> on search", _frac(m["search_tag"])))
+        rows.append((f"{name}: false-search / missed-search", f"{_pct(m['false_search_rate'])} / {_pct(m['missed_search_rate'])}"))
+        rows.append((f"{name}: valid tool calls", _frac(m["call_valid"])))
+        rows.append((f"{name}: well-formed thinking", _frac(m["thinking_well_formed"])))
+    for stage, st in summary.get("stages", {}).items():
+        rows.append((f"time: {stage}", f"{st.get('seconds', 0) / 60:.1f} min ({st.get('status')})"))
+    return rows
+
+
+def artifact_paths(summary: Mapping[str, Any]) -> list[str]:
+    root = Path(summary["run_dir"])
+    candidates = [root / "data.jsonl", root / "data.jsonl.stats.json", root / "data.failures.jsonl",
+                  root / "index.sqlite", root / "adapter", root / "adapter" / "loss.png",
+                  root / "eval" / "report.md", root / "eval" / "report.json", root / "eval" / "report.png",
+                  root / SUMMARY_MD]
+    return [str(p) for p in candidates if p.exists()]
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    lines = [f"# thinksearch run: {summary['run_dir']}", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary_rows(summary)]
+    ref = summary.get("reference")
+    if ref:
+        lines += ["", f"Reference (the original recipe): {json.dumps(ref, ensure_ascii=False)}"]
+    lines += ["", "Artifacts:", ""] + [f"- `{p}`" for p in artifact_paths(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(summary: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"thinksearch run — {summary['run_dir']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in summary_rows(summary):
+        table.add_row(k, v)
+    console = Console()
+    console.print(table)
+    console.print("artifacts:")
+    for p in artifact_paths(summary):
+        console.print(f"  {p}")
