@@ -131,20 +131,21 @@ def test_thinking_edge_cases():
 # ----------------------------------------------------------------------------- metrics
 
 
-def rec(type_: str, output: str, i: int, tokens: int = 10, latency: float = 1.0, batch: str = "b0", finish: str = "stop") -> dict:
+def rec(type_: str, output: str, i: int, tokens: int = 10, latency: float = 1.0, batch: str = "b0", finish: str = "stop",
+        category: str = "") -> dict:
     return ev.record_for_report({
-        "id": f"{type_[0]}{i}", "type": type_, "category": "", "question": f"问题{i}", "system": None,
+        "id": f"{type_[0]}{i}", "type": type_, "category": category, "question": f"问题{i}", "system": None,
         "output": output, "finish_reason": finish, "prompt_tokens": 5, "completion_tokens": tokens,
-        "latency_s": latency, "batch_id": batch, "batch_size": 2, "key": "k",
+        "latency_s": latency, "elapsed_s": latency, "batch_id": batch, "batch_size": 2, "key": "k",
     })
 
 
 def sample_records() -> list[dict]:
     return [
-        rec("thinking", GOOD_THINK, 0),
-        rec("thinking", "<thinking>\n不确定\n</thinking>\n" + call("周长"), 1),  # false search
+        rec("thinking", GOOD_THINK, 0, category="数学"),
+        rec("thinking", "<thinking>\n不确定\n</thinking>\n" + call("周长"), 1, category="数学"),  # false search
         rec("thinking", "直接答", 2, batch="b1"),  # no tag
-        rec("search", GOOD_SEARCH, 3, batch="b1"),
+        rec("search", GOOD_SEARCH, 3, batch="b1", category="价格"),
         rec("search", '<tool_call>\n{"name": "search", "arguments": {"query": "x"},}\n</tool_call>', 4, batch="b2"),
         rec("search", "我不知道。", 5, tokens=30, latency=3.0, batch="b2", finish="length"),  # missed
     ]
@@ -327,9 +328,19 @@ def check_markdown_against_records(report: dict) -> None:
         assert [row[c] for c in ("TP", "FN", "FP", "TN")] == [str(tp), str(fn), str(fp), str(tn)]
         if 2 * tp + fp + fn:
             assert row["F1"] == f"{100 * 2 * tp / (2 * tp + fp + fn):.2f}%"
+        fine = [r for r in table(md, "细分类别") if r["模型"] == m["name"]] if "细分类别" in md else []
+        groups = sorted({(r["type"], r["category"]) for r in recs if r["category"]})
+        assert [(r["类别"], r["细分类别"]) for r in fine] == sorted(groups, key=lambda g: (g[0] != "thinking", g[1]))
+        for row in fine:
+            rs = [r for r in recs if (r["type"], r["category"]) == (row["类别"], row["细分类别"])]
+            tag = "<thinking>" if row["类别"] == "thinking" else "<tool_call>"
+            assert row["标签命中"] == f"{sum(tag in r['output'] for r in rs)}/{len(rs)}"
         row = next(r for r in speed if r["模型"] == m["name"])
         assert row["生成 tokens"] == str(sum(r["completion_tokens"] for r in recs))
-        assert float(row["生成时间 (s)"]) == pytest.approx(sum({r["batch_id"]: r["latency_s"] for r in recs}.values()), abs=0.05)
+        last: dict[str, float] = {}
+        for r in recs:
+            last[r["batch_id"]] = max(last.get(r["batch_id"], 0.0), r["elapsed_s"])
+        assert float(row["生成时间 (s)"]) == pytest.approx(sum(last.values()), abs=0.05)
 
 
 def store_with(tmp_path, name: str, records: list[dict]) -> ev.OutputStore:

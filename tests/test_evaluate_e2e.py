@@ -146,16 +146,43 @@ def test_cli_bad_eval_file_and_empty_file(tmp_path, tiny_model_dir, capsys):
     assert not (tmp_path / "o").exists()  # nothing written before the input is known to be good
 
 
-def test_generate_records_batched_matches_one_at_a_time(tiny):
+@pytest.mark.parametrize("continuous, emitted", [(True, [1] * 6), (False, [4, 2])])
+def test_batched_generation_matches_one_at_a_time(tiny, continuous, emitted):
     model, tok = tiny
     items = [ev.EvalItem(f"q{i}", t, q) for i, (t, q) in enumerate(QUESTIONS)]
     s = ev.sampling_for(EvalConfig(max_new_tokens=8))
+    assert ev.can_batch_continuously(tok, s)  # </tool_call> is one token, as in Qwen2.5
     seen: list[int] = []
-    batched = ev.generate_records(model, tok, items, s, batch_size=4, on_batch=lambda b: seen.append(len(b)))
+    batched = ev.generate_records(model, tok, items, s, batch_size=4, on_batch=lambda b: seen.append(len(b)),
+                                  continuous=continuous)
     single = ev.generate_records(model, tok, items, s, batch_size=1)
-    assert seen == [4, 2]
-    by_id = {r["id"]: r["output"] for r in single}
-    assert all(r["output"] == by_id[r["id"]] for r in batched)
+    assert seen == emitted and [r["id"] for r in batched] == [it.id for it in items]
+    assert [r["output"] for r in batched] == [r["output"] for r in single]
+    assert [r["completion_tokens"] for r in batched] == [r["completion_tokens"] for r in single]
+    assert len({r["batch_id"] for r in batched}) == (1 if continuous else 2)
+    assert all(0 < r["latency_s"] <= r["elapsed_s"] + 1e-6 for r in batched)
+
+
+def test_continuous_batching_stops_at_the_tool_call_like_fixed_batches(tiny):
+    """Make `</tool_call>` the likeliest token: both paths stop right after it, with the same count."""
+    model, tok = tiny
+    close = tok.convert_tokens_to_ids("</tool_call>")
+    items = [ev.EvalItem(f"q{i}", t, q) for i, (t, q) in enumerate(QUESTIONS)]
+    s = ev.sampling_for(EvalConfig(max_new_tokens=10))
+
+    def favour_close(mod, inp, out):
+        out = out.clone()
+        out[..., close] += 1e3
+        return out
+
+    hook = model.lm_head.register_forward_hook(favour_close)
+    try:
+        cont = ev.generate_records(model, tok, items, s, batch_size=4, continuous=True)
+        static = ev.generate_records(model, tok, items, s, batch_size=4, continuous=False)
+    finally:
+        hook.remove()
+    for r in (*cont, *static):
+        assert (r["output"], r["finish_reason"], r["completion_tokens"]) == ("</tool_call>", "stop", 1)
 
 
 def test_unknown_model_alias_is_refused_before_generating(eval_file, tmp_path, tiny_model_dir):

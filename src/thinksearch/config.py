@@ -395,9 +395,11 @@ class EvalConfig:
     top_p: float = 1.0
     """Nucleus sampling mass when temperature > 0."""
     batch_size: int = 8
-    """Questions generated together (batched, left-padded); 1 generates one at a time."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights' dtype; auto: bf16 on a GPU or a CPU with native bf16, else float32."""
+    """Questions generated together; 1 generates one at a time."""
+    continuous_batching: bool = True
+    """Greedy decoding: refill the batch as soon as a question finishes (transformers' continuous batching) instead of fixed batches that wait for their longest answer."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """Weights' dtype. float32 (default): an output does not depend on which questions share its batch; bfloat16 / auto are faster on CPUs with AMX or on GPUs, but a near-tie can then flip a greedy pick (bench/results/eval.json)."""
     device: str = "auto"
     """cpu, cuda, cuda:1 ...; auto picks a GPU when there is one."""
     restart: bool = False

@@ -37,6 +37,7 @@ import json
 import os
 import random
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from thinksearch.config import EvalConfig, to_dict
 from thinksearch.errors import ConfigError, ThinksearchError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from thinksearch.generation import Sampling
+    from thinksearch.generation import Completion, Sampling
     from thinksearch.models import ResolvedModel
 
 TYPES = ("thinking", "search")
@@ -432,10 +433,10 @@ def decision_metrics(records: Sequence[Mapping[str, Any]], did_key: str = "did_s
 
 
 def speed_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Tokens and time; a batch's wall time is counted once, however many questions it held."""
+    """Tokens and time; a batch's wall time (its last finish) is counted once, however many questions it held."""
     batches: dict[str, float] = {}
     for r in records:
-        batches[r["batch_id"]] = r["latency_s"]
+        batches[r["batch_id"]] = max(batches.get(r["batch_id"], 0.0), r.get("elapsed_s", r["latency_s"]))
     seconds = sum(batches.values())
     tokens = sum(r["completion_tokens"] for r in records)
     n = len(records)
@@ -451,10 +452,24 @@ def speed_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def fine_category_metrics(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Tag hits and search decisions per (type, the row's own ``category``), where rows carry one."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("category"):
+            groups.setdefault((r["type"], r["category"]), []).append(r)
+    return [
+        {"type": t, "category": c, "n": len(rs), "tag_hit": sum(bool(r["flags"]["tag_hit"]) for r in rs),
+         "did_search": sum(bool(r["flags"]["did_search"]) for r in rs)}
+        for (t, c), rs in sorted(groups.items(), key=lambda kv: (TYPES.index(kv[0][0]), kv[0][1]))
+    ]
+
+
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """All metrics of one model: per category, overall, decision (both variants), speed."""
     return {
         "categories": {t: category_metrics([r for r in records if r["type"] == t]) for t in TYPES},
+        "fine_categories": fine_category_metrics(records),
         "overall": category_metrics(records),
         "decision": {"any": decision_metrics(records, "did_search"), "valid": decision_metrics(records, "did_search_valid")},
         "speed": speed_metrics(records),
@@ -597,6 +612,107 @@ def render_prompt(tokenizer: Any, item: EvalItem) -> str:
     return fmt.render(tokenizer, fmt.prompt_messages(item.question, item.system_prompt), add_generation_prompt=True)
 
 
+def _record(item: EvalItem, c: "Completion", key: str, batch_id: str, batch_size: int, latency: float,
+            elapsed: float) -> dict[str, Any]:
+    return {
+        "id": item.id, "type": item.type, "category": item.category, "question": item.question,
+        "system": item.system, "output": c.text, "finish_reason": c.finish_reason,
+        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+        "latency_s": round(latency, 4), "batch_id": batch_id, "batch_size": batch_size,
+        "elapsed_s": round(elapsed, 4), "key": key,
+    }
+
+
+def _single_token(tokenizer: Any, text: str) -> int | None:
+    """The id of ``text`` if the tokenizer has it as one token (Qwen2.5 has ``</tool_call>``)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def can_batch_continuously(tokenizer: Any, sampling: "Sampling") -> bool:
+    """Continuous batching stops on token ids only, and is used for greedy decoding only.
+
+    Greedy picks don't depend on a random stream, so refilling the batch in whatever order
+    questions finish can't change an output; seeded sampling keeps fixed batches instead.
+    """
+    return sampling.temperature == 0 and _single_token(tokenizer, fmt.TOOL_CLOSE) is not None
+
+
+def _static_batches(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: list[str], sampling: "Sampling",
+                    batch_size: int, key: str, emit: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Fixed batches of similar prompt length; each batch runs until its longest answer ends."""
+    from thinksearch import generation
+
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    order = sorted(range(len(items)), key=lambda i: (lengths[i], items[i].id))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        s = sampling
+        if s.seed is not None:  # a per-batch seed that does not depend on what a resume skipped
+            s = dataclasses.replace(s, seed=(s.seed + int(hashlib.sha256(items[idx[0]].id.encode()).hexdigest()[:7], 16)))
+        comps = generation.generate(model, tokenizer, [prompts[i] for i in idx], s, batch_size=batch_size)
+        batch_id = uuid.uuid4().hex[:12]
+        emit([_record(items[i], c, key, batch_id, len(idx), c.seconds, c.seconds) for i, c in zip(idx, comps)])
+
+
+def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: list[str], sampling: "Sampling",
+                batch_size: int, key: str, emit: Callable[[list[dict[str, Any]]], None]) -> None:
+    """transformers' continuous batching: up to ``batch_size`` questions in flight, a finished one
+    replaced at once by the next, so no step is spent on answers that already ended.
+
+    Each output is handed to ``emit`` as soon as it is finished.
+    """
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    from thinksearch import generation
+
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    stop = (fmt.TOOL_CLOSE,)
+    eos = sorted({*generation._eos_ids(tokenizer), _single_token(tokenizer, fmt.TOOL_CLOSE)} - {None})
+    page = 64
+    longest = max(len(e) for e in encoded) + sampling.max_new_tokens
+    # Size the paged KV cache for what can be in flight; left to itself, transformers sizes it
+    # from free memory (on a CPU: most of the machine's RAM).
+    cb_config = ContinuousBatchingConfig(
+        page_size=page,
+        num_blocks=batch_size * (-(-longest // page) + 1),
+        max_batch_tokens=max(512, max(len(e) for e in encoded) + batch_size),
+        max_requests_per_batch=batch_size,
+        allow_block_sharing=False,
+    )
+    gen_config = GenerationConfig(
+        max_new_tokens=sampling.max_new_tokens, do_sample=False, eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id, repetition_penalty=sampling.repetition_penalty,
+    )
+    batch_id = uuid.uuid4().hex[:12]
+    by_request = {f"q{i}": i for i in range(len(items))}
+    with model.continuous_batching_context_manager(
+        generation_config=gen_config, continuous_batching_config=cb_config, warmup=False, block=True, timeout=10,
+    ) as manager:
+        t0 = time.perf_counter()
+        for rid, i in by_request.items():
+            if manager.add_request(encoded[i], request_id=rid, max_new_tokens=sampling.max_new_tokens) is None:
+                raise ThinksearchError("continuous batching refused a request; rerun with --no-continuous-batching")
+        left = set(by_request)
+        while left:
+            result = manager.get_result(timeout=0.5)
+            if result is None:
+                if not manager.is_running():
+                    raise ThinksearchError("continuous batching stopped unexpectedly; rerun with --no-continuous-batching")
+                continue
+            if not result.is_finished() or result.request_id not in left:
+                continue
+            if result.error:
+                raise ThinksearchError(f"generation failed: {str(result.error).splitlines()[0]}")
+            left.discard(result.request_id)
+            i = by_request[result.request_id]
+            text, reason, n = generation._finish(tokenizer, list(result.generated_tokens), stop)
+            c = generation.Completion(text, reason, len(encoded[i]), n, 0.0)
+            start, end = result.lifespan
+            emit([_record(items[i], c, key, batch_id, batch_size, end - start, end - t0)])
+
+
 def generate_records(
     model: Any,
     tokenizer: Any,
@@ -605,38 +721,30 @@ def generate_records(
     batch_size: int,
     key: str = "",
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+    continuous: bool = True,
 ) -> list[dict[str, Any]]:
-    """Generate every item's output, ``batch_size`` at a time; ``on_batch`` sees each batch's records.
+    """Generate every item's output, at most ``batch_size`` at a time; ``on_batch`` sees records as they finish.
 
-    Questions are grouped by prompt length (less padding); each batch is handed to
-    ``on_batch`` as soon as it is done, so a caller can save it before the next one starts.
+    Greedy decoding uses continuous batching where the tokenizer allows it (see
+    :func:`can_batch_continuously`), else fixed batches of similar prompt length; either way
+    each output is handed to ``on_batch`` as soon as it exists, so a caller can save it.
     """
-    from thinksearch import generation
-
     prompts = [render_prompt(tokenizer, it) for it in items]
-    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    order = sorted(range(len(items)), key=lambda i: (lengths[i], items[i].id))
     out: list[dict[str, Any]] = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        s = sampling
-        if s.seed is not None:  # a per-batch seed that does not depend on what a resume skipped
-            s = dataclasses.replace(s, seed=(s.seed + int(hashlib.sha256(items[idx[0]].id.encode()).hexdigest()[:7], 16)))
-        comps = generation.generate(model, tokenizer, [prompts[i] for i in idx], s, batch_size=batch_size)
-        batch_id = uuid.uuid4().hex[:12]
-        batch = []
-        for i, c in zip(idx, comps):
-            it = items[i]
-            batch.append({
-                "id": it.id, "type": it.type, "category": it.category, "question": it.question,
-                "system": it.system, "output": c.text, "finish_reason": c.finish_reason,
-                "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                "latency_s": round(c.seconds, 4), "batch_id": batch_id, "batch_size": len(idx), "key": key,
-            })
+
+    def emit(batch: list[dict[str, Any]]) -> None:
         if on_batch:
             on_batch(batch)
         out.extend(batch)
-    return out
+
+    if not items:
+        return out
+    if continuous and batch_size > 1 and can_batch_continuously(tokenizer, sampling):
+        _continuous(model, tokenizer, items, prompts, sampling, batch_size, key, emit)
+    else:
+        _static_batches(model, tokenizer, items, prompts, sampling, batch_size, key, emit)
+    order = {it.id: k for k, it in enumerate(items)}
+    return sorted(out, key=lambda r: order[r["id"]])
 
 
 def _progress(enabled: bool) -> Any:
@@ -707,18 +815,21 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
             if store.done:
                 log(f"{spec.name}: resuming, {len(items) - len(pending)} of {len(items)} outputs already saved")
             model, tokenizer = _load_model(spec, resolved[spec.name], cfg)
-            tokens, seconds = 0, 0.0
+            tokens = 0
+
+            t0 = time.perf_counter()
 
             def saved(batch: list[dict[str, Any]], store: OutputStore = store, task: Any = task) -> None:
-                nonlocal tokens, seconds
+                nonlocal tokens
                 store.append(batch)
                 store.done.update({r["id"]: r for r in batch})
                 tokens += sum(r["completion_tokens"] for r in batch)
-                seconds += batch[0]["latency_s"]
-                bar.update(task, advance=len(batch), rate=f"{tokens / max(seconds, 1e-9):.1f} tok/s")
+                rate = tokens / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=len(batch), rate=f"{rate:.1f} tok/s")
 
             try:
-                generate_records(model, tokenizer, pending, sampling, cfg.batch_size, store.key, saved)
+                generate_records(model, tokenizer, pending, sampling, cfg.batch_size, store.key, saved,
+                                 continuous=cfg.continuous_batching)
             finally:
                 _free(model)
     report = build_report(cfg, evalset, items, specs, {s.name: stores[s.name] for s in specs})
@@ -760,8 +871,9 @@ DEFINITIONS = {
     "did_search_valid": "the output contains tool calls and every one is valid (an agent could run it)",
     "call_valid": "JSON object with name and arguments (strict JSON), name == 'search', query a non-empty single line of at most 64 characters without tags",
     "thinking_well_formed": "<thinking> opened and closed, non-empty, followed by an answer (or a call, on a search question), no call inside it",
-    "latency_s": "wall time of the batch the question was generated in (what a caller of that batch waited)",
-    "generation_s": "sum of the batches' wall times (each batch counted once)",
+    "latency_s": "time from the start of a question's generation to its end (fixed batches: the batch's wall time)",
+    "elapsed_s": "time from the start of the batch (or continuous-batching session) to the question's end",
+    "generation_s": "sum over batches/sessions of their wall time (last elapsed_s), each counted once",
 }
 
 
@@ -921,7 +1033,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"**{m['name']}**", str(s["questions"]), str(s["completion_tokens"]), _num(s["generation_s"]),
             _num(s["tokens_per_s"]), _num(s["seconds_per_question"], 2), _num(s["mean_latency_s"], 2), str(s["batches"]),
         ]) + " |")
-    lines += ["", "Latency is the wall time of the batch a question was generated in; a batch is timed once in the totals.", ""]
+    lines += ["", "平均延迟: from the start of a question's generation to its end; 生成时间 counts each batch's wall time once.", ""]
+    if any(m["metrics"]["fine_categories"] for m in report["models"]):
+        lines += [
+            "## 细分类别 (by the rows' own category)",
+            "",
+            "| 模型 | 类别 | 细分类别 | 样本数 | 标签命中 | 调用搜索 |",
+            "|---|---|---|--:|--:|--:|",
+        ]
+        for m in report["models"]:
+            for k, g in enumerate(m["metrics"]["fine_categories"]):
+                lines.append("| " + " | ".join([
+                    f"**{m['name']}**" if k == 0 else "", g["type"], _cell(g["category"], 30), str(g["n"]),
+                    fraction(g["tag_hit"], g["n"]), fraction(g["did_search"], g["n"]),
+                ]) + " |")
+        lines.append("")
     lines += ["## 未命中示例 (misses; every output is in report.json)", ""]
     for m in report["models"]:
         misses = [r for r in m["records"] if is_miss(r)]
