@@ -670,47 +670,68 @@ def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: 
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     stop = (fmt.TOOL_CLOSE,)
     eos = sorted({*generation._eos_ids(tokenizer), _single_token(tokenizer, fmt.TOOL_CLOSE)} - {None})
-    page = 64
+    page = 16
     longest = max(len(e) for e in encoded) + sampling.max_new_tokens
     # Size the paged KV cache for what can be in flight; left to itself, transformers sizes it
-    # from free memory (on a CPU: most of the machine's RAM).
+    # from free memory (on a CPU: most of the machine's RAM). Block sharing lets every question
+    # reuse the cached system prompt instead of recomputing it (prefill is most of the cost in
+    # float32 on a CPU).
     cb_config = ContinuousBatchingConfig(
         page_size=page,
-        num_blocks=batch_size * (-(-longest // page) + 1),
+        num_blocks=(batch_size + 1) * (-(-longest // page) + 1),
         max_batch_tokens=max(512, max(len(e) for e in encoded) + batch_size),
         max_requests_per_batch=batch_size,
-        allow_block_sharing=False,
+        allow_block_sharing=True,
     )
     gen_config = GenerationConfig(
         max_new_tokens=sampling.max_new_tokens, do_sample=False, eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id, repetition_penalty=sampling.repetition_penalty,
     )
     batch_id = uuid.uuid4().hex[:12]
-    by_request = {f"q{i}": i for i in range(len(items))}
+    rids = [f"q{i}" for i in range(len(items))]
+    left = set(rids)
+
     with model.continuous_batching_context_manager(
         generation_config=gen_config, continuous_batching_config=cb_config, warmup=False, block=True, timeout=10,
     ) as manager:
         t0 = time.perf_counter()
-        for rid, i in by_request.items():
-            if manager.add_request(encoded[i], request_id=rid, max_new_tokens=sampling.max_new_tokens) is None:
+
+        def submit(i: int, streaming: bool = False) -> None:
+            if manager.add_request(encoded[i], request_id=rids[i], max_new_tokens=sampling.max_new_tokens,
+                                   streaming=streaming) is None:
                 raise ThinksearchError("continuous batching refused a request; rerun with --no-continuous-batching")
-        left = set(by_request)
-        while left:
+
+        def next_result() -> Any:
             result = manager.get_result(timeout=0.5)
-            if result is None:
-                if not manager.is_running():
-                    raise ThinksearchError("continuous batching stopped unexpectedly; rerun with --no-continuous-batching")
-                continue
-            if not result.is_finished() or result.request_id not in left:
-                continue
-            if result.error:
+            if result is None and not manager.is_running():
+                raise ThinksearchError("continuous batching stopped unexpectedly; rerun with --no-continuous-batching")
+            if result is not None and result.error:
                 raise ThinksearchError(f"generation failed: {str(result.error).splitlines()[0]}")
+            return result
+
+        def finish(result: Any) -> None:
             left.discard(result.request_id)
-            i = by_request[result.request_id]
+            i = int(result.request_id[1:])
             text, reason, n = generation._finish(tokenizer, list(result.generated_tokens), stop)
             c = generation.Completion(text, reason, len(encoded[i]), n, 0.0)
             start, end = result.lifespan
             emit([_record(items[i], c, key, batch_id, batch_size, end - start, end - t0)])
+
+        # The first question alone until its first token: its prompt, and so the system prompt
+        # every question shares, is then cached for the others to reuse.
+        submit(0, streaming=True)
+        while True:
+            result = next_result()
+            if result is not None and result.request_id == rids[0]:
+                if result.is_finished():
+                    finish(result)
+                break
+        for i in range(1, len(items)):
+            submit(i)
+        while left:
+            result = next_result()
+            if result is not None and result.is_finished() and result.request_id in left:
+                finish(result)
 
 
 def generate_records(
@@ -771,10 +792,10 @@ def _load_model(spec: ModelSpec, resolved: "ResolvedModel", cfg: EvalConfig) -> 
         raise ThinksearchError(f"model '{spec.name}' ({spec.ref}) does not load: {first}") from None
 
 
-def _free(model: Any) -> None:
+def _release_memory() -> None:
+    """Give a dropped model's memory back before the next model loads."""
     import torch
 
-    del model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -815,9 +836,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
             if store.done:
                 log(f"{spec.name}: resuming, {len(items) - len(pending)} of {len(items)} outputs already saved")
             model, tokenizer = _load_model(spec, resolved[spec.name], cfg)
-            tokens = 0
-
-            t0 = time.perf_counter()
+            tokens, t0 = 0, time.perf_counter()
 
             def saved(batch: list[dict[str, Any]], store: OutputStore = store, task: Any = task) -> None:
                 nonlocal tokens
@@ -831,7 +850,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
                 generate_records(model, tokenizer, pending, sampling, cfg.batch_size, store.key, saved,
                                  continuous=cfg.continuous_batching)
             finally:
-                _free(model)
+                del model, tokenizer
+                _release_memory()
     report = build_report(cfg, evalset, items, specs, {s.name: stores[s.name] for s in specs})
     write_reports(report, out_dir)
     return report
