@@ -93,6 +93,11 @@ def run(model, tok, items, max_new_tokens: int, batch_size: int, continuous: boo
     }
 
 
+def first_difference(a: str, b: str) -> int:
+    """Index of the first character where two texts differ."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def differences(items, one, other):
     out = []
     for i in items:

@@ -1,9 +1,13 @@
 """Evaluation: does a model think in ``<thinking>`` tags, and call search exactly when it should?
 
 Each eval question is rendered through each model's own chat template with the same system
-prompt, generated greedily (batched) until ``</tool_call>`` or the end of the turn, and the
-output is read by :func:`thinksearch.format.parse`. From that parse come, per question, the
-flags that the metrics count:
+prompt, generated greedily until ``</tool_call>`` or the end of the turn, and the output is
+read by :func:`thinksearch.format.parse`. Generation is batched with transformers' continuous
+batching (a finished question's slot goes to the next one; the shared system prompt is
+computed once), in float32 by default: in bf16 on a CPU, batching shifts some logits in their
+last bits and a near-tie greedy pick can flip (``bench/results/eval.json``), while float32
+outputs are the same as one question at a time. From each parse come the per-question flags
+that the metrics count:
 
 - the reference's tag hit: ``<thinking>`` present on a thinking question, ``<tool_call>``
   present on a search question (a substring check, so the figures sit beside the reference's
