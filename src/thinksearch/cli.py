@@ -169,6 +169,25 @@ def _serve(args: argparse.Namespace) -> int:
 # ---- eval ----------------------------------------------------------------------------
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from thinksearch import config as cfg
+    from thinksearch.config import EvalConfig
+    from thinksearch.evaluate import evaluate, percent
+
+    conf = cfg.build(EvalConfig, args.config, "eval", cfg.overrides_from_args(args, EvalConfig))
+    report = evaluate(conf, progress=not args.no_progress, log=lambda msg: print(msg, file=sys.stderr))
+    for m in report["models"]:
+        cats = m["metrics"]["categories"]
+        d = m["metrics"]["decision"]["any"]
+        print(f"{m['name']}: thinking {cats['thinking']['tag_hit']}/{cats['thinking']['n']} "
+              f"({percent(cats['thinking']['tag_hit_rate'])}), search {cats['search']['tag_hit']}/{cats['search']['n']} "
+              f"({percent(cats['search']['tag_hit_rate'])}), search F1 {percent(d['f1'])}, "
+              f"false search {percent(d['false_search_rate'])}")
+    out = conf.output_dir.rstrip("/")
+    print(f"reports: {out}/report.json {out}/report.md {out}/report.png")
+    return 0
+
+
 
 # ---- run -----------------------------------------------------------------------------
 
@@ -257,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     # eval
+    from thinksearch.config import EvalConfig, add_flags
+
+    p = sub.add_parser("eval", help="evaluate models: tag hit rates, search decisions, call validity, reports")
+    p.add_argument("--config", metavar="YAML", help="config file; its eval: section sets the defaults")
+    add_flags(p, EvalConfig)
+    p.add_argument("--model", dest="models", action="append", default=argparse.SUPPRESS, metavar="NAME=REF",
+                   help="a model to evaluate (repeat for several); REF+ADAPTER_DIR adds a LoRA adapter")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_eval)
 
 
     # run

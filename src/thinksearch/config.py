@@ -603,6 +603,54 @@ class ServeConfig:
 # ---- eval ----------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class EvalConfig:
+    """`thinksearch eval`: which questions, which models, how to decode, where the reports go."""
+
+    data: str = "data/eval/test.jsonl"
+    """Eval file: JSONL rows {"type": "thinking"|"search", "question": ...}, or reference-layout rows {"messages": [system, user, ...], "type"} (JSONL or one JSON array)."""
+    models: list[str] = dataclasses.field(default_factory=lambda: ["base=qwen2.5-coder-0.5b-instruct"])
+    """Models to compare, each NAME=REF (REF: alias, model directory, .gguf, hub id; REF+ADAPTER_DIR adds a LoRA adapter). On the command line also --model NAME=REF, repeatable."""
+    output_dir: str = "runs/eval"
+    """Where report.json, report.md, report.png and the per-model outputs (for resuming) go."""
+    limit_per_type: int | None = None
+    """Evaluate at most this many questions of each type, a seeded sample without replacement (the reference used 30 + 30); null: all."""
+    seed: int = 0
+    """Seed of the subsample, and of sampling when temperature > 0."""
+    max_new_tokens: int = 512
+    """Most tokens generated per question; an output cut there counts as truncated."""
+    temperature: float = 0.0
+    """0 decodes greedily (the default, reproducible); > 0 samples, seeded by --seed."""
+    top_p: float = 1.0
+    """Nucleus sampling mass when temperature > 0."""
+    batch_size: int = 8
+    """Questions generated together; 1 generates one at a time."""
+    continuous_batching: bool = True
+    """Greedy decoding: refill the batch as soon as a question finishes (transformers' continuous batching) instead of fixed batches that wait for their longest answer."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """Weights' dtype. float32 (default): an output does not depend on which questions share its batch; bfloat16 / auto are faster on CPUs with AMX or on GPUs, but a near-tie can then flip a greedy pick (bench/results/eval.json)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:1 ...; auto picks a GPU when there is one."""
+    restart: bool = False
+    """Discard outputs saved in output_dir and generate again (default: resume; refuses if the settings changed)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "limit_per_type", "max_new_tokens", "batch_size")
+        check_positive(self, "temperature", allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise invalid("top_p", f"must be in (0, 1], got {self.top_p!r}")
+        if not self.data.strip():
+            raise invalid("data", "empty path")
+        if not self.output_dir.strip():
+            raise invalid("output_dir", "empty path")
+        from thinksearch.evaluate import parse_model_specs  # evaluate imports this module
+
+        try:
+            parse_model_specs(self.models)
+        except ConfigError as e:
+            raise invalid("models", str(e)) from None
+
+
 
 # ---- run: the whole pipeline ---------------------------------------------------------
 
