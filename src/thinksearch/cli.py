@@ -192,6 +192,19 @@ def _eval(args: argparse.Namespace) -> int:
 # ---- run -----------------------------------------------------------------------------
 
 
+def _run(args: argparse.Namespace) -> int:
+    from thinksearch import config, pipeline
+
+    data = config.load_yaml(args.config)
+    data = config.merge(data, config.parse_set(args.set))
+    if args.run_dir:
+        data["run_dir"] = args.run_dir
+    cfg = config.from_dict(config.RunConfig, data)
+    summary = pipeline.run(cfg, progress=not args.no_progress)
+    pipeline.print_summary(summary)
+    return 0
+
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -288,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     # run
+    p = sub.add_parser("run", help="the main job: index → synth → train → eval in one resumable run directory")
+    p.add_argument("config", nargs="?", default="configs/quickstart.yaml",
+                   help="YAML with the run's fields and one section per stage (default: configs/quickstart.yaml)")
+    p.add_argument("--run-dir", help="override run_dir from the YAML")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any field, e.g. --set train.epochs=1 --set synth.num_search=20 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.set_defaults(func=_run)
 
 
     return parser

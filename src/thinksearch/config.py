@@ -654,3 +654,37 @@ class EvalConfig:
 
 # ---- run: the whole pipeline ---------------------------------------------------------
 
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """`thinksearch run CONFIG`: index → synth → train → eval in one run directory.
+
+    The YAML file is this dataclass: top-level run fields plus one section per stage. Inside a
+    run the stages hand files to each other, so their paths are the run directory's (data.jsonl,
+    adapter/, eval/, index.sqlite), whatever the sections say.
+    """
+
+    run_dir: str = "runs/quickstart"
+    """Every artifact of the run goes here; rerunning the same command resumes where it stopped."""
+    stages: list[Literal["index", "synth", "train", "eval"]] = dataclasses.field(
+        default_factory=lambda: ["index", "synth", "train", "eval"])
+    """Stages to run (in pipeline order whatever the order given); complete stages are skipped anyway."""
+    corpus: list[str] = dataclasses.field(default_factory=lambda: ["data/corpus/snapshot.jsonl"])
+    """Files or folders the local search index is built from (search backend 'local'; empty: use synth.search.index as it is)."""
+    synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
+    """Stage 1: synthesis (teacher, question pools, search backend)."""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """Stage 2: LoRA training; train.model is also the base model eval compares against."""
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    """Stage 3: evaluation of the base and the tuned model."""
+    agent: AgentConfig = dataclasses.field(default_factory=AgentConfig)
+    """Not used by the run: what `thinksearch ask/chat/serve --config` read from the same file."""
+    serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
+    """Not used by the run: `thinksearch serve --config` settings."""
+
+    def __post_init__(self) -> None:
+        if not self.run_dir.strip():
+            raise invalid("run_dir", "must be a directory path")
+        if not self.stages:
+            raise invalid("stages", "give at least one of index, synth, train, eval")
