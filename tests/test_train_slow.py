@@ -63,6 +63,7 @@ def test_short_training_lowers_the_loss_and_the_adapter_changes_the_output(tmp_p
                       save_steps=1000)
     m = tr.train(cfg).metrics
     losses = [h["loss"] for h in m["history"] if "loss" in h]
+    print("losses per step:", [round(x, 3) for x in losses])
     assert len(losses) == 6  # 4 rows / batch 2 x 3 epochs
     assert sum(losses[-2:]) < 0.8 * sum(losses[:2]), losses  # same rows, last epoch vs first
 
@@ -75,4 +76,5 @@ def test_short_training_lowers_the_loss_and_the_adapter_changes_the_output(tmp_p
     with torch.no_grad():
         after = tuned(**ids).logits[0, -1]
     assert (after - before).abs().max() > 0.1
-    assert tok.decode(int(after.argmax())) in ("<", "<thinking")  # it now opens with the thinking tag
+    first = tok(fmt.THINK_OPEN, add_special_tokens=False)["input_ids"][0]
+    assert int(after.argmax()) == first != int(before.argmax())  # it now opens with <thinking>; it did not before

@@ -10,6 +10,12 @@ and fits a PEFT LoRA adapter. Batches are padded to their own longest row (rows 
 length are grouped), optionally packed or padding-free; nothing is ever cut: a row longer than
 ``max_length`` is skipped and counted.
 
+Measured on the 2-core AVX512-BF16/AMX machine this was built on (bench/bench_train.py, 0.5B
+model, rows of about 700 tokens): bf16 autocast with the frozen weights stored in bf16 trains
+1.4x faster than fp32 weights under autocast and takes less memory, so ``precision: auto`` picks
+it wherever the hardware computes bf16; TRL's fused LM head (a Triton kernel) costs 1.8x the CPU
+time of projecting only the trained positions, so CPUs get that sparse head instead.
+
 A run directory holds the adapter (safetensors + adapter_config.json + thinksearch_adapter.json),
 the tokenizer, the resolved config (train_config.yaml), metrics.json, loss.png and, while
 training, checkpoints/. Every checkpoint is sealed with the size and sha256 of its files once it
@@ -708,16 +714,31 @@ def _trainer_class() -> type:
     class AssistantSFTTrainer(SFTTrainer):
         def __init__(self, *a: Any, sparse: bool = True, **kw: Any) -> None:
             super().__init__(*a, **kw)
-            self.sparse = sparse
+            # Sharded weights (FSDP, ZeRO-3) need TRL's kernel, which gathers the LM head itself.
+            self.sparse = sparse and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
             self.seen_tokens = 0
             self.hits = [0, 0]
-            if sparse:
+            self.autocast_dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+            if self.sparse:
                 add_sparse_head(self.model.get_base_model())
+            if self.sparse and self.autocast_dtype is not None:
+                # PEFT casts each LoRA input to the adapter's fp32 and autocast casts it straight
+                # back: two copies of every projection's input per pass. Our forward always runs
+                # under autocast (compute_loss below), which picks the dtype per op.
+                from peft.tuners.tuners_utils import BaseTunerLayer
+
+                for module in self.model.modules():
+                    if isinstance(module, BaseTunerLayer):
+                        module.cast_input_dtype_enabled = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not self.sparse:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            out = model(**inputs, sparse_head=True)
+            if self.autocast_dtype is None:
+                out = model(**inputs, sparse_head=True)
+            else:
+                with torch.autocast(self.args.device.type, dtype=self.autocast_dtype):
+                    out = model(**inputs, sparse_head=True)
             denom = out.n_targets.clamp(min=1) if num_items_in_batch is None else num_items_in_batch
             loss = out.loss / denom
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -978,6 +999,8 @@ def build_trainer(cfg: TrainConfig, resolved: models.ResolvedModel, tokenizer: A
     import torch
     from transformers import PrinterCallback
 
+    if args.use_cpu:
+        _return_freed_memory_to_the_os()
     model = _load_for_training(resolved, precision)
     peft_cfg = lora_config(cfg, model)
     Seal, ProgressBar = _callbacks()
@@ -991,6 +1014,25 @@ def build_trainer(cfg: TrainConfig, resolved: models.ResolvedModel, tokenizer: A
     )
     trainer.remove_callback(PrinterCallback)  # our bar shows the logs; no dict dumps on stdout
     return trainer
+
+
+def _return_freed_memory_to_the_os() -> bool:
+    """Serve big CPU allocations by mmap, so activations freed after a step leave the process.
+
+    glibc raises its mmap threshold as large blocks are freed, after which activations come from
+    the heap and stay resident when freed: measured here, peak RSS 8.6 GiB instead of 6.9 GiB
+    for the same steps at the same speed. Linux with glibc only; a no-op elsewhere.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 1 << 20))  # M_MMAP_THRESHOLD = 1 MiB
+    except (OSError, AttributeError):
+        return False
 
 
 def _is_main_env() -> bool:
