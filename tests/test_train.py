@@ -410,6 +410,7 @@ def test_resume_after_kill_reaches_the_same_final_step(killed_run, run, tmp_path
     m = result.metrics
     assert m["resumed_from"] is not None and int(m["resumed_from"].split("-")[1]) >= 4
     assert m["global_step"] == run.metrics["global_step"] == 10
+    assert 0 < m["tokens"]["processed"] < run.metrics["tokens"]["processed"]  # this session's tokens only
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
     # The steps before the kill are in the history too (restored from the checkpoint).
     assert [h["step"] for h in m["history"] if "loss" in h] == list(range(1, 11))

@@ -1079,8 +1079,10 @@ def _metrics(cfg: TrainConfig, trainer: Any, out: Any, final_eval: Mapping[str, 
                                                    "grad_norm", "num_tokens") if k in entry})
     losses = [h["loss"] for h in history if "loss" in h]
     evals = [h for h in history if "eval_loss" in h]
-    session_tokens = max((h.get("num_tokens", 0) for h in history if "loss" in h), default=0)
-    # TRL counts the non-pad tokens this process saw (summed over ranks); on resume it restarts at 0.
+    # The trainer counts the non-pad tokens seen in this session (summed over ranks); a resumed run's
+    # history also holds the steps before the interruption, with the earlier session's count.
+    start = int(ckpt.name.split("-")[1]) if ckpt else 0
+    session_tokens = next((h.get("num_tokens", 0) for h in reversed(history) if "loss" in h and h["step"] > start), 0)
     train_seconds = float(out.metrics.get("train_runtime", seconds))
     counts: dict[str, int] = {}
     for s in data.skipped:
