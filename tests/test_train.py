@@ -541,3 +541,22 @@ def test_sparse_head_chunks_give_the_same_loss_and_gradient():
     assert torch.allclose(whole, parts, atol=1e-5) and torch.allclose(g1, g2, atol=1e-6) and hits == hits2
     expected = torch.nn.functional.cross_entropy(head(hidden), target, reduction="sum")
     assert torch.allclose(whole, expected, atol=1e-5)
+
+
+def test_more_bad_inputs_each_get_one_line(tiny_model_dir, run, data_file, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ThinksearchError, match="--precision fp16 needs a GPU"):
+            tr.pick_precision("fp16")
+    with pytest.raises(ThinksearchError, match="--resume and --overwrite contradict each other"):
+        tr.train(small_config(tiny_model_dir, data_file, tmp_path / "x"), resume=True, overwrite=True)
+    with pytest.raises(ThinksearchError, match="carries an adapter; train from a base model"):
+        tr.load_data(small_config(f"{tiny_model_dir}+{run.output_dir}", data_file, tmp_path / "y"))
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n {"messages": []},\n oops\n]\n', encoding="utf-8")
+    with pytest.raises(ThinksearchError, match=r"broken\.json:3: invalid JSON: Expecting value"):
+        tr.read_rows([broken], skip_bad=True)  # a broken array stops even with --skip-bad-rows
+    broken.write_text('[\n {"messages": []}\n {"messages": []}\n]\n', encoding="utf-8")
+    with pytest.raises(ThinksearchError, match=r"broken\.json:3: invalid JSON: expected ',' or ']' after an array item"):
+        tr.read_rows([broken], skip_bad=True)
