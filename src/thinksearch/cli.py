@@ -96,6 +96,22 @@ def _synth(args: argparse.Namespace) -> int:
 # ---- train / merge -------------------------------------------------------------------
 
 
+def _train(args: argparse.Namespace) -> int:
+    from thinksearch import config, train
+
+    cfg = train.resolve_config(args.config, config.overrides_from_args(args, config.TrainConfig), resume=args.resume)
+    result = train.train(cfg, resume=args.resume, overwrite=args.overwrite)
+    if result.is_main:
+        print(train.summary(result))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from thinksearch import train
+
+    print(train.merge(args.adapter, args.out, base=args.base, dtype=args.dtype, overwrite=args.overwrite))
+    return 0
+
 
 # ---- ask / chat / serve --------------------------------------------------------------
 
@@ -255,6 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     # train / merge
+    from thinksearch.config import TrainConfig, add_flags
+
+    p = sub.add_parser(
+        "train", help="fit a LoRA adapter on synthesized rows",
+        description="Fit a LoRA adapter on synthesized rows (loss on the assistant's tokens only). "
+                    "Scale out with: accelerate launch -m thinksearch train ...")
+    p.add_argument("--config", help="YAML config file (its train: section); flags override it")
+    add_flags(p, TrainConfig)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output-dir from its newest whole checkpoint (its saved settings apply)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --output-dir")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("merge", help="fold a LoRA adapter into its base model (a plain transformers model directory)")
+    p.add_argument("adapter", help="adapter directory (the output directory of thinksearch train)")
+    p.add_argument("--out", required=True, help="directory to write the merged model to")
+    p.add_argument("--base", help="base model reference (default: the one recorded in the adapter)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="dtype of the saved weights (auto: the base model's own)")
+    p.add_argument("--overwrite", action="store_true", help="replace a merged model already in --out")
+    p.set_defaults(func=_merge)
 
 
     # ask / chat / serve

@@ -498,6 +498,93 @@ class SynthConfig:
 # ---- train ---------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class TrainConfig:
+    """LoRA fine-tuning of the student on synthesized rows (`thinksearch train`)."""
+
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    """Base model: offline alias, local model directory, .gguf file or hub id."""
+    data: list[str] = dataclasses.field(default_factory=lambda: ["synthetic_data.jsonl"])
+    """Training rows: JSONL files written by synth, or JSON arrays in the reference layout ([{"messages", "type"}])."""
+    output_dir: str = "qwen_lora_model"
+    """Run directory: adapter, tokenizer, train_config.yaml, metrics.json, loss.png, checkpoints/."""
+    lora_r: int = 16
+    """LoRA rank (reference recipe: 16)."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator; the update is scaled by lora_alpha / lora_r (reference recipe: 32)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input (reference recipe: 0.05)."""
+    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["all-linear"])
+    """Modules that get LoRA: all-linear (every linear projection except the LM head) or names such as q_proj v_proj."""
+    batch_size: int = 2
+    """Rows per device per forward pass (reference recipe: 2)."""
+    grad_accum: int = 8
+    """Forward passes per optimizer step; effective batch = batch_size x grad_accum x devices (reference recipe: 8)."""
+    learning_rate: float = 2e-4
+    """Peak learning rate of AdamW (reference recipe: 2e-4)."""
+    epochs: float = 3.0
+    """Passes over the training rows (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (null: run `epochs` epochs)."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """How the learning rate decays after warmup."""
+    warmup_ratio: float = 0.03
+    """Fraction of the optimizer steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the LoRA weights."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm."""
+    max_length: int = 2048
+    """Longest row in tokens; longer rows are skipped and counted (never cut), so raise it if many are skipped."""
+    eval_fraction: float = 0.05
+    """Share of rows held out for the eval loss (at least one row once there are 10 or more; 0: no holdout)."""
+    eval_steps: int | None = None
+    """Evaluate every this many optimizer steps (null: at each checkpoint and at the end)."""
+    seed: int = 42
+    """Seed of the holdout split, the shuffling, LoRA init and dropout."""
+    logging_steps: int = 1
+    """Log the loss every this many optimizer steps (the loss curve's resolution)."""
+    save_steps: int = 50
+    """Save a resumable checkpoint every this many optimizer steps."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk (older ones are deleted)."""
+    keep_checkpoints: bool = False
+    """Keep checkpoints/ after a run finishes (by default they are removed once the adapter is saved)."""
+    group_by_length: bool = True
+    """Batch rows of similar length together, so dynamic padding wastes little."""
+    packing: bool = False
+    """Pack several rows into each sequence of max_length tokens (best-fit, rows never split; implies padding_free)."""
+    padding_free: bool = False
+    """Concatenate each batch into one sequence with position ids instead of padding it."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: much less memory (activations of one layer at a time) for more time."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Compute precision: auto = bf16 on a GPU or CPU that has it (AVX512-BF16/AMX), fp16 on older GPUs, else fp32."""
+    skip_bad_rows: bool = False
+    """Skip rows that don't follow the format (counted and listed in metrics.json) instead of stopping at the first."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "lora_r", "lora_alpha", "batch_size", "grad_accum", "learning_rate", "epochs",
+                       "max_steps", "max_length", "eval_steps", "logging_steps", "save_steps", "save_total_limit",
+                       "max_grad_norm")
+        check_positive(self, "weight_decay", allow_zero=True)
+        if not 0 <= self.lora_dropout < 1:
+            raise invalid("lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise invalid("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio!r}")
+        if not 0 <= self.eval_fraction < 0.5:
+            raise invalid("eval_fraction", f"must be in [0, 0.5), got {self.eval_fraction!r}")
+        if not self.data:
+            raise invalid("data", "give at least one data file")
+        if not self.target_modules or any(not m.strip() for m in self.target_modules):
+            raise invalid("target_modules", "give all-linear or module names such as q_proj v_proj")
+        if "all-linear" in self.target_modules and len(self.target_modules) > 1:
+            raise invalid("target_modules", "all-linear already covers every linear projection; give it alone")
+        if not self.model.strip():
+            raise invalid("model", "empty model reference")
+        if not self.output_dir.strip():
+            raise invalid("output_dir", "empty output directory")
+
 
 # ---- agent: ask / chat / serve -------------------------------------------------------
 
