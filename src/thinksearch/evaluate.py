@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 from thinksearch import format as fmt
 from thinksearch.config import EvalConfig, to_dict
 from thinksearch.errors import ConfigError, ThinksearchError
+from thinksearch.files import read_text, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.generation import Completion, Sampling
@@ -189,16 +190,7 @@ def load_eval_set(path: str | Path) -> EvalSet:
     system prompt) is counted once.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8").removeprefix("\ufeff")
-    except FileNotFoundError:
-        raise ThinksearchError(f"eval file not found: {p}") from None
-    except IsADirectoryError:
-        raise ThinksearchError(f"eval file {p} is a directory; give a .jsonl or .json file") from None
-    except UnicodeDecodeError as e:
-        raise ThinksearchError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ThinksearchError(f"cannot read eval file {p}: {e.strerror or e}") from None
+    text = read_text(p, "eval file")
     rows = _json_array_rows(text, str(p)) if text.lstrip().startswith("[") else _jsonl_rows(text, str(p))
     items: list[EvalItem] = []
     seen: dict[str, str] = {}
@@ -906,18 +898,12 @@ def write_reports(report: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "report.png"}
-    _atomic_write(paths["json"], json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomic(paths["json"], json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     # Re-read what was written, so the Markdown and the plot can only show report.json's data.
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
-    _atomic_write(paths["md"], render_markdown(data))
+    write_text_atomic(paths["md"], render_markdown(data))
     plot_report(data, paths["png"])
     return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def fraction(k: int | None, n: int | None) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from thinksearch.config import RunConfig
 from thinksearch.errors import ThinksearchError
+from thinksearch.files import read_json, write_json_atomic, write_text_atomic
 
 STATE_FILE = "run_state.json"
 SUMMARY_JSON = "summary.json"
@@ -76,31 +77,18 @@ def plan(cfg: RunConfig) -> tuple[RunConfig, RunPaths]:
     return dataclasses.replace(cfg, synth=synth, train=train, eval=evaluation), paths
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 class _State:
     """Per-stage status and wall time, accumulated over every invocation of the run."""
 
     def __init__(self, root: Path):
         self.path = root / STATE_FILE
-        self.data: dict[str, Any] = _read_json(self.path) or {"stages": {}}
+        self.data: dict[str, Any] = read_json(self.path) or {"stages": {}}
 
     def record(self, stage: str, status: str, seconds: float) -> None:
         entry = self.data["stages"].setdefault(stage, {"seconds": 0.0})
         entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 1)
         entry["status"] = status
-        _write_json(self.path, self.data)
+        write_json_atomic(self.path, self.data)
 
 
 def run(cfg: RunConfig, say: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
@@ -109,7 +97,7 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, progress: bool = Tru
     paths.root.mkdir(parents=True, exist_ok=True)
     from thinksearch.config import to_dict
 
-    _write_json(paths.root / "run_config.json", to_dict(cfg))
+    write_json_atomic(paths.root / "run_config.json", to_dict(cfg))
     state = _State(paths.root)
     for stage in ("index", "synth", "train", "eval"):
         if stage not in cfg.stages:
@@ -127,8 +115,8 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, progress: bool = Tru
             say(f"{stage} was interrupted; rerun the same command to resume")
             break
     summary = summarize(paths, state.data)
-    _write_json(paths.root / SUMMARY_JSON, summary)
-    (paths.root / SUMMARY_MD).write_text(summary_markdown(summary), encoding="utf-8")
+    write_json_atomic(paths.root / SUMMARY_JSON, summary)
+    write_text_atomic(paths.root / SUMMARY_MD, summary_markdown(summary))
     return summary
 
 
@@ -209,7 +197,7 @@ def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[s
             "search_backends": dict(Counter(str(r.get("meta", {}).get("search_backend")) for r in rows if r.get("type") == "search")),
             "path": str(paths.data),
         }
-    metrics = _read_json(paths.adapter / "metrics.json")
+    metrics = read_json(paths.adapter / "metrics.json")
     if metrics:
         history = [h for h in metrics.get("history", []) if "loss" in h]
         out["train"] = {
@@ -221,7 +209,7 @@ def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[s
             "seconds": metrics.get("train_seconds"),
             "adapter": str(paths.adapter),
         }
-    report = _read_json(paths.eval_dir / "report.json")
+    report = read_json(paths.eval_dir / "report.json")
     if report:
         out["eval"] = {m["name"]: _model_figures(m["metrics"]) for m in report.get("models", [])}
         out["eval_report"] = str(paths.eval_dir / "report.md")
@@ -282,7 +270,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def artifact_paths(summary: Mapping[str, Any]) -> list[str]:
     root = Path(summary["run_dir"])
-    candidates = [root / "data.jsonl", root / "data.jsonl.stats.json", root / "data.failures.jsonl",
+    candidates = [root / "data.jsonl", root / "data.stats.json", root / "data.failures.jsonl",
                   root / "index.sqlite", root / "adapter", root / "adapter" / "loss.png",
                   root / "eval" / "report.md", root / "eval" / "report.json", root / "eval" / "report.png",
                   root / SUMMARY_MD]

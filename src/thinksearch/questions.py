@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from thinksearch.errors import ThinksearchError
+from thinksearch.files import read_text
 
 DEFAULT_THRESHOLD = 0.7
 
@@ -238,28 +239,10 @@ def _question_of(obj: Any) -> str | None:
     return None
 
 
-def _decode(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ThinksearchError(f"question file not found: {path}") from None
-    except IsADirectoryError:
-        raise ThinksearchError(f"question file {path} is a directory") from None
-    except OSError as e:
-        raise ThinksearchError(f"cannot read question file {path}: {e.strerror or e}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ThinksearchError(
-            f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"
-        ) from None
-
-
 def read_questions(path: str | Path) -> list[str]:
     """The questions in a file, normalised, in file order (duplicates still in)."""
     path = Path(path)
-    text = _decode(path)
+    text = read_text(path, "question file")
     raw: list[str] = []
     if path.suffix.lower() == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):

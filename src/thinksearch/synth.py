@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from thinksearch import format as fmt
 from thinksearch import questions as qs
 from thinksearch.errors import ThinksearchError
+from thinksearch.files import write_json_atomic
 from thinksearch.teacher import TeacherReply, TeacherRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -421,9 +422,7 @@ def export_reference(rows: Iterable[dict[str, Any]], dest: str | Path) -> int:
     data = [{"messages": reference_messages(r["messages"]), "type": r["type"]} for r in rows]
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".partial")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, dest)
+    write_json_atomic(dest, data)
     return len(data)
 
 
@@ -826,9 +825,7 @@ def synthesize(
 def _save_stats(stats: SynthStats, console: "Console") -> None:
     path = sibling(stats.output, ".stats.json")
     try:
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(path, stats.to_dict())
     except OSError as e:  # never hide the run's own outcome behind a stats write error
         _say(console, f"could not write {path}: {e}", "yellow")
 

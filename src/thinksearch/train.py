@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import random
 import shutil
@@ -45,6 +44,7 @@ from thinksearch import format as fmt
 from thinksearch import models
 from thinksearch.config import TrainConfig
 from thinksearch.errors import ThinksearchError
+from thinksearch.files import read_json, read_text, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -231,14 +231,7 @@ def _json_array_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
 
 def _iter_file(path: Path) -> Iterator[tuple[int, Any | BadRow]]:
     """(line, parsed object or the parse error) for each row of a JSONL file or a JSON array file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ThinksearchError(f"data file not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise ThinksearchError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ThinksearchError(f"cannot read data file {path}: {e.strerror or e}") from None
+    text = read_text(path, "data file")
     if text.lstrip().startswith("["):  # the reference layout: one JSON array of {"messages", "type"}
         yield from _json_array_items(path, text)
         return
@@ -412,18 +405,8 @@ def _skip_counts(skips: Sequence[Skip]) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    data = read_json(path)
     return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a crash leaves the old file or the new one, never half of one)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def saved_config(output_dir: str | Path) -> dict[str, Any] | None:
@@ -510,7 +493,7 @@ def seal_checkpoint(ckpt: Path, global_step: int) -> None:
     for p in sorted(ckpt.rglob("*")):
         if p.is_file() and p.name != SEAL_FILE and not p.name.startswith(f".{SEAL_FILE}"):
             files[str(p.relative_to(ckpt))] = {"size": p.stat().st_size, "sha256": _sha256(p)}
-    _write_json(ckpt / SEAL_FILE, {"global_step": global_step, "files": files})
+    write_json_atomic(ckpt / SEAL_FILE, {"global_step": global_step, "files": files})
 
 
 def checkpoint_problem(ckpt: Path) -> tuple[str, str] | None:
@@ -936,7 +919,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_config(run_dir, cfg)
         run = _read_json(run_dir / RUN_FILE) if action == "resume" else None
-        _write_json(run_dir / RUN_FILE, {
+        write_json_atomic(run_dir / RUN_FILE, {
             "status": "running", "model": cfg.model, "data_fingerprint": data.fingerprint,
             "started": (run or {}).get("started") or _now(), "resumed": _now() if ckpt else None,
         })
@@ -961,15 +944,15 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
     metrics = _metrics(cfg, trainer, out, final_eval, data, seconds, precision, ckpt, rank_digests)
     trainer.save_model(str(run_dir))  # adapter + tokenizer (main process writes)
     if is_main:
-        _write_json(run_dir / models.ADAPTER_META, {
+        write_json_atomic(run_dir / models.ADAPTER_META, {
             "base_model": cfg.model, "base_signature": models.base_signature(peft_model.get_base_model().config),
         })
-        _write_json(run_dir / METRICS_FILE, metrics)
+        write_json_atomic(run_dir / METRICS_FILE, metrics)
         plot_loss(metrics["history"], run_dir / LOSS_PNG, title=f"LoRA on {cfg.model}")
         if not cfg.keep_checkpoints:
             shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
         run = _read_json(run_dir / RUN_FILE) or {}
-        _write_json(run_dir / RUN_FILE, {**run, "status": "complete", "finished": _now()})
+        write_json_atomic(run_dir / RUN_FILE, {**run, "status": "complete", "finished": _now()})
     state.wait_for_everyone()
     if len(set(rank_digests)) > 1:
         raise ThinksearchError(f"the {len(rank_digests)} processes ended with different adapters "
@@ -1050,9 +1033,7 @@ def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
 
     text = "# Resolved config of this run; reuse it with: thinksearch train --config THIS_FILE\n"
     text += yaml.safe_dump({"train": config_mod.to_dict(cfg)}, allow_unicode=True, sort_keys=False)
-    tmp = run_dir / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, run_dir / CONFIG_FILE)
+    write_text_atomic(run_dir / CONFIG_FILE, text)
 
 
 def _load_for_training(resolved: models.ResolvedModel, precision: str) -> Any:
@@ -1216,7 +1197,7 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None,
     try:
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        _write_json(tmp / MERGED_META, {"base_model": base_ref, "adapter": str(adir), "dtype": str(target)})
+        write_json_atomic(tmp / MERGED_META, {"base_model": base_ref, "adapter": str(adir), "dtype": str(target)})
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
