@@ -7,14 +7,13 @@ answer). The figures are wall time, CPU time, generated tokens, tokens/s, and ho
 outputs are identical to the one-at-a-time ones (batching changes the shapes of the matrix
 products; in bf16 that can flip a near-tie greedy pick: the JSON records where).
 
-Run as: ``flock /work/heavy.lock python bench/bench_eval.py`` (the offline 0.5B model, ~8 min
+Run as: ``python bench/bench_eval.py`` (the offline 0.5B model, ~8 min
 on 2 cores) or ``python bench/bench_eval.py --quick`` (the tiny test model, seconds).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -6,7 +6,7 @@ transformers in bfloat16, and llama.cpp (the prebuilt xllamacpp wheel) on the sa
 offline model was converted from. llama.cpp is the anchor (baseline); ours is the best
 transformers setting, the one a tuned model (base + adapter) runs on.
 
-Run as: ``flock /work/heavy.lock python bench/bench_infer.py`` (``--quick``: tiny model, no file written).
+Run as: ``python bench/bench_infer.py`` (``--quick``: tiny model, no file written).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@
 Results: ``bench/results/synth_local.json`` and ``bench/results/synth_openai.json``
 (``--quick`` writes under ``bench/results/quick/``, not committed).
 
-Run as: ``flock /work/heavy.lock python bench/bench_synth.py --part local`` and
+Run as: ``python bench/bench_synth.py --part local`` and
 ``python bench/bench_synth.py --part openai --base-url http://127.0.0.1:8000/v1 --model NAME``.
 """
 

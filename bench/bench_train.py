@@ -14,7 +14,7 @@ Each side runs in its own subprocess so its peak resident memory (``ru_maxrss``)
 Figures: real (non-pad) tokens per second of training time, and peak RSS.
 The number of rows is steps x batch x accumulation, so both sides see every row exactly once.
 
-Run as: ``python bench/bench_train.py`` (offline 0.5B model; run it under ``flock /work/heavy.lock``)
+Run as: ``python bench/bench_train.py`` (offline 0.5B model; nothing else heavy should run meanwhile)
 or ``python bench/bench_train.py --quick`` (tiny in-process model, seconds).
 """
 
@@ -140,6 +140,17 @@ def build_rows(n: int, seed: int = 0, scale: float = 1.0) -> list[dict]:
     return rows
 
 
+def sample_rows(path: str, n: int, tokenizer, seed: int = 0) -> list[dict]:
+    """A seeded sample of ``n`` rows of a synthesized JSONL that fit the baseline's 1024 tokens."""
+    from thinksearch.train import encode
+
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if len(encode(tokenizer, r["messages"]).input_ids) <= PAD_TO]
+    if len(rows) < n:
+        raise SystemExit(f"{path}: only {len(rows)} rows fit in {PAD_TO} tokens, {n} needed")
+    return random.Random(seed).sample(rows, n)
+
+
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -230,6 +241,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default 3; quick: 8)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--accum", type=int, default=2)
+    ap.add_argument("--data", help="take the rows from this synthesized JSONL (e.g. runs/quickstart/data.jsonl, "
+                                   "a seeded sample) instead of building rows of fixed realistic lengths")
     ap.add_argument("--baseline-precision", choices=["fp32", "same"], default="fp32",
                     help="fp32: a plain Trainer's default; same: the precision ours picks")
     ap.add_argument("--precision", help=argparse.SUPPRESS)
@@ -260,8 +273,11 @@ def main() -> None:
         else:
             model_ref = args.model or models.DEFAULT_ALIAS
             models.resolve(model_ref)  # prepares an alias once, outside the timed children
-        rows = build_rows(n_rows, scale=0.3 if args.quick else 1.0)
         tok = models.load_tokenizer(models.resolve(model_ref))
+        if args.data:
+            rows = sample_rows(args.data, n_rows, tok)
+        else:
+            rows = build_rows(n_rows, scale=0.3 if args.quick else 1.0)
         lengths = [len(encode(tok, r["messages"]).input_ids) for r in rows]
         if max(lengths) > PAD_TO:  # the baseline would cut them and ours skip them: not the same work
             raise SystemExit(f"bench rows must fit in {PAD_TO} tokens; longest is {max(lengths)}")
@@ -282,7 +298,8 @@ def main() -> None:
     speed = ours["real_tokens_per_s"] / base["real_tokens_per_s"]
     cpu_speed = ours["real_tokens_per_cpu_s"] / base["real_tokens_per_cpu_s"]
     memory = base["peak_rss_mib"] / ours["peak_rss_mib"]
-    name = ("train_quick" if args.quick else "train") + ("_same_precision" if args.baseline_precision == "same" else "")
+    name = ("train_quick" if args.quick else "train") + ("_synth_rows" if args.data else "") + (
+        "_same_precision" if args.baseline_precision == "same" else "")
     write_result(
         name,
         baseline={**base, "precision": base_precision,
@@ -296,6 +313,7 @@ def main() -> None:
                "Shared, noisy machine: absolute figures vary, the ratios are what counts."),
         extra={"model": "tiny (tests/tiny.py)" if args.quick else model_ref, "rows": n_rows, "optimizer_steps": steps,
                "batch": args.batch, "grad_accum": args.accum,
+               "rows_source": args.data or "build_rows() (fixed realistic lengths)",
                "cpu_time_ratio": round(cpu_speed, 3),
                "memory_ratio": round(memory, 3), "memory_target": round(1 / 0.7, 3),
                "meets_memory_target": ours["peak_rss_mib"] <= 0.7 * base["peak_rss_mib"],

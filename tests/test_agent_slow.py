@@ -1,4 +1,4 @@
-"""The agent with the real offline 0.5B model (slow: loads ~1 GB; run under the heavy lock)."""
+"""The agent with the real offline 0.5B model (slow: loads ~1 GB)."""
 
 from __future__ import annotations
 

@@ -9,10 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from thinksearch import __version__
+from thinksearch import config
+from thinksearch.config import (AgentConfig, EvalConfig, RunConfig, SearchConfig, ServeConfig, SynthConfig,
+                                TrainConfig, add_flags, build, overrides_from_args)
 from thinksearch.errors import ThinksearchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thinksearch.agent import Agent
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -46,15 +52,12 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from thinksearch import config
-    from thinksearch.config import SearchConfig
-
     if args.index_command == "build":
         from thinksearch.search.local import build_index
 
         over = {k: v for k, v in (("index", args.out), ("tokenizer", args.tokenizer),
                                   ("passage_chars", args.passage_chars)) if v is not None}
-        cfg = config.build(SearchConfig, args.config, "search", over)
+        cfg = build(SearchConfig, args.config, "search", over)
         report = build_index(args.corpus, cfg.index, tokenizer=cfg.tokenizer,
                              passage_chars=cfg.passage_chars, progress=sys.stderr.isatty())
         print("\n".join(report.summary()))
@@ -74,15 +77,13 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # ---- synth ---------------------------------------------------------------------------
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from thinksearch import config
     from thinksearch.synth import synthesize
 
-    cfg = config.build(config.SynthConfig, args.config, "synth", config.overrides_from_args(args, config.SynthConfig))
+    cfg = build(SynthConfig, args.config, "synth", overrides_from_args(args, SynthConfig))
     stats = synthesize(cfg, progress=not args.no_progress)
     from rich.console import Console
 
@@ -92,14 +93,13 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # ---- train / merge -------------------------------------------------------------------
 
 
 def _train(args: argparse.Namespace) -> int:
-    from thinksearch import config, train
+    from thinksearch import train
 
-    cfg = train.resolve_config(args.config, config.overrides_from_args(args, config.TrainConfig), resume=args.resume)
+    cfg = train.resolve_config(args.config, overrides_from_args(args, TrainConfig), resume=args.resume)
     result = train.train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.is_main:
         print(train.summary(result))
@@ -116,13 +116,11 @@ def _merge(args: argparse.Namespace) -> int:
 # ---- ask / chat / serve --------------------------------------------------------------
 
 
-def _agent_config(args: argparse.Namespace):  # -> AgentConfig
-    from thinksearch.config import AgentConfig, build, overrides_from_args
-
+def _agent_config(args: argparse.Namespace) -> AgentConfig:
     return build(AgentConfig, args.config, "agent", overrides_from_args(args, AgentConfig))
 
 
-def _load_agent(cfg):  # -> Agent
+def _load_agent(cfg: AgentConfig) -> "Agent":
     from rich.console import Console
 
     from thinksearch.agent import load_agent, pick_engine
@@ -173,7 +171,6 @@ def _export_gguf(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from thinksearch.config import ServeConfig, build, overrides_from_args
     from thinksearch.serve import serve
 
     scfg = build(ServeConfig, args.config, "serve", overrides_from_args(args, ServeConfig))
@@ -181,16 +178,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # ---- eval ----------------------------------------------------------------------------
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from thinksearch import config as cfg
-    from thinksearch.config import EvalConfig
     from thinksearch.evaluate import evaluate, percent
 
-    conf = cfg.build(EvalConfig, args.config, "eval", cfg.overrides_from_args(args, EvalConfig))
+    conf = build(EvalConfig, args.config, "eval", overrides_from_args(args, EvalConfig))
     report = evaluate(conf, progress=not args.no_progress, log=lambda msg: print(msg, file=sys.stderr))
     for m in report["models"]:
         cats = m["metrics"]["categories"]
@@ -204,22 +198,20 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # ---- run -----------------------------------------------------------------------------
 
 
 def _run(args: argparse.Namespace) -> int:
-    from thinksearch import config, pipeline
+    from thinksearch import pipeline
 
     data = config.load_yaml(args.config)
     data = config.merge(data, config.parse_set(args.set))
     if args.run_dir:
         data["run_dir"] = args.run_dir
-    cfg = config.from_dict(config.RunConfig, data)
+    cfg = config.from_dict(RunConfig, data)
     summary = pipeline.run(cfg, progress=not args.no_progress)
     pipeline.print_summary(summary)
     return 0
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,22 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_index)
 
-
     # synth
-    from thinksearch import config as _config
-
     p = sub.add_parser("synth", help="write SFT rows with a teacher model (stage 1; resumable)",
                        description="Question pools → teacher → quality-gated SFT rows (JSONL). "
                        "Rerunning the same command resumes where it stopped.")
     p.add_argument("--config", metavar="YAML", help="YAML file with a 'synth:' section; flags override it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    _config.add_flags(p, _config.SynthConfig)
+    add_flags(p, SynthConfig)
     p.set_defaults(func=_synth)
 
-
     # train / merge
-    from thinksearch.config import TrainConfig, add_flags
-
     p = sub.add_parser(
         "train", help="fit a LoRA adapter on synthesized rows",
         description="Fit a LoRA adapter on synthesized rows (loss on the assistant's tokens only). "
@@ -293,10 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a merged model already in --out")
     p.set_defaults(func=_merge)
 
-
     # ask / chat / serve
-    from thinksearch.config import AgentConfig, ServeConfig, add_flags
-
     p = sub.add_parser("ask", help="answer one question: think, search if needed, answer (streamed)")
     p.add_argument("question", help="the question ('-' reads it from stdin)")
     p.add_argument("--config", help="YAML config; its 'agent' section sets these flags' defaults")
@@ -324,10 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qtype", choices=["q8_0", "f16", "f32"], default="q8_0", help="weight format (default q8_0)")
     p.set_defaults(func=_export_gguf)
 
-
     # eval
-    from thinksearch.config import EvalConfig, add_flags
-
     p = sub.add_parser("eval", help="evaluate models: tag hit rates, search decisions, call validity, reports")
     p.add_argument("--config", metavar="YAML", help="config file; its eval: section sets the defaults")
     add_flags(p, EvalConfig)
@@ -335,7 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model to evaluate (repeat for several); REF+ADAPTER_DIR adds a LoRA adapter")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval)
-
 
     # run
     p = sub.add_parser("run", help="the main job: index → synth → train → eval in one resumable run directory")

@@ -387,7 +387,6 @@ def load(
     prepare_alias: bool = True,
 ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """Load model + tokenizer for a reference (adapter applied, eval mode, left padding)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     resolved = ref if isinstance(ref, ResolvedModel) else resolve(ref, adapter, prepare_alias)

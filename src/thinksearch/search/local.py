@@ -55,7 +55,7 @@ TITLE_WEIGHT = 2.0
 PASSAGE_CHARS = 800
 _COMMIT_PASSAGES = 20_000  # commit (at a file boundary) once this many passages are pending
 
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files(
     id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, size INTEGER NOT NULL,
