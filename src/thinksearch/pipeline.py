@@ -300,4 +300,5 @@ def print_summary(summary: Mapping[str, Any]) -> None:
     console.print(table)
     console.print("artifacts:")
     for p in artifact_paths(summary):
-        console.print(f"  {p}")
+        # soft_wrap: a path stays on one line (copyable) however narrow the terminal or log.
+        console.print(f"  {p}", soft_wrap=True, markup=False, highlight=False)
