@@ -833,7 +833,9 @@ def _save_stats(stats: SynthStats, console: "Console") -> None:
 def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None", queues: dict[str, _Queue],
           stats: SynthStats, out: JsonlLog, fails: JsonlLog, console: "Console", stop: _Stop,
           show_progress: bool, total: int) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from thinksearch.progress import progress
 
     call = _Counter(stats)
     t0 = time.monotonic()
@@ -843,7 +845,7 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
     kinds = list(queues)
     turn = 0
     errors_in_a_row = 0
-    with Progress(*columns, console=console, disable=not show_progress, transient=False) as bar:
+    with progress(*columns, console=console, bar=show_progress) as bar:
         task = bar.add_task("synth", total=total, rate=0.0, note="")
         while stop.signal is None:
             items: list[Item] = []

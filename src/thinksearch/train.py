@@ -582,15 +582,16 @@ def _callbacks() -> tuple[type, type]:
         def on_train_begin(self, args, state, control, **kw):
             if not state.is_world_process_zero:
                 return
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
 
-            self.progress = Progress(
+            from thinksearch.progress import progress
+
+            self.progress = progress(
                 TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"), TextColumn("eval {task.fields[eval]}"),
                 TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+                TimeRemainingColumn(),
             )
             self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step,
                                                loss="-", eval="-", tps="-")
