@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # torch==2.13.0 is a CPU build on the reference machine; set TORCH_SPEC for a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,serve,jieba
+EXTRAS ?= dev,serve,jieba,llamacpp
 CONFIG ?= configs/quickstart.yaml
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip

@@ -384,3 +384,10 @@ def test_markdown_check_catches_a_wrong_figure(tmp_path):
 def test_markdown_cells_stay_in_their_column():
     assert ev._cell("a | b\nc") == "a \\| b c"
     assert re.fullmatch(r".{79}…", ev._cell("x" * 200, 80))
+
+
+def test_non_utf8_eval_file_names_the_line(tmp_path):
+    path = tmp_path / "gbk.jsonl"
+    path.write_bytes('{"type": "thinking", "question": "一"}\n'.encode() + '{"type": "search", "question": "天气"}\n'.encode("gbk"))
+    with pytest.raises(ThinksearchError, match=r"gbk.jsonl:2: not valid UTF-8 \(byte 0x[0-9a-f]{2}\); save the file as UTF-8$"):
+        ev.load_eval_set(path)

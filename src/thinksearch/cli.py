@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Question pools → teacher → quality-gated SFT rows (JSONL). "
                        "Rerunning the same command resumes where it stopped.")
     p.add_argument("--config", metavar="YAML", help="YAML file with a 'synth:' section; flags override it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--no-progress", action="store_true", help="plain progress lines every 30 s instead of a bar (for logs)")
     add_flags(p, SynthConfig)
     p.set_defaults(func=_synth)
 
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, EvalConfig)
     p.add_argument("--model", dest="models", action="append", default=argparse.SUPPRESS, metavar="NAME=REF",
                    help="a model to evaluate (repeat for several); REF+ADAPTER_DIR adds a LoRA adapter")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="plain progress lines every 30 s instead of a bar (for logs)")
     p.set_defaults(func=_eval)
 
     # run
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="override run_dir from the YAML")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any field, e.g. --set train.epochs=1 --set synth.num_search=20 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--no-progress", action="store_true", help="plain progress lines every 30 s instead of bars (for logs)")
     p.set_defaults(func=_run)
 
 

@@ -110,7 +110,7 @@ class SearxngBackend:
                  retries: int = 2, snippet_chars: int = 400):
         url = url or os.environ.get(SEARXNG_ENV)
         if not url:
-            raise SearchError(f"search backend 'searxng' needs a URL: set search.url (--url) or ${SEARXNG_ENV}")
+            raise SearchError(f"search backend 'searxng' needs a URL: set search.url (--search-url) or ${SEARXNG_ENV}")
         base = url.rstrip("/")
         if base.endswith("/search"):
             base = base[: -len("/search")]
