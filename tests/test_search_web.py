@@ -136,7 +136,7 @@ def test_searxng_url_from_environment(server, monkeypatch):
     backend = make_backend(SearchConfig(backend="searxng"))
     assert backend.name == "searxng" and backend.search("比特币价格", 1)[0].title == "比特币价格 今日行情"
     monkeypatch.delenv("THINKSEARCH_SEARXNG_URL")
-    with pytest.raises(SearchError, match=r"^search backend 'searxng' needs a URL: set search.url \(--url\) or \$THINKSEARCH_SEARXNG_URL$"):
+    with pytest.raises(SearchError, match=r"^search backend 'searxng' needs a URL: set search.url \(--search-url\) or \$THINKSEARCH_SEARXNG_URL$"):
         make_backend(SearchConfig(backend="searxng"))
 
 
