@@ -317,6 +317,39 @@ def test_merge_gives_the_logits_of_base_plus_adapter(run, tiny_model_dir, tmp_pa
     assert tr.merge(run.output_dir, out, overwrite=True) == out
 
 
+def test_tool_call_token_rows_are_trained_in_both_embeddings(run, tiny_model_dir):
+    """<tool_call>/</tool_call> rows of the input embeddings and the (untied) LM head move; others do not."""
+    import torch
+
+    from thinksearch import models
+
+    base, tok = models.load(str(tiny_model_dir), dtype="float32", device="cpu")
+    tuned, _ = models.load(f"{tiny_model_dir}+{run.output_dir}", dtype="float32", device="cpu")
+    assert not base.config.tie_word_embeddings
+    trained = [tok.convert_tokens_to_ids(t) for t in ("<tool_call>", "</tool_call>")]
+    others = [tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")]
+    ids = torch.tensor([trained + others])
+    hidden = torch.randn(1, 1, base.config.hidden_size)
+    with torch.no_grad():
+        emb = tuned.get_input_embeddings()(ids) - base.get_input_embeddings()(ids)
+        head = tuned.get_output_embeddings()(hidden)[0, 0] - base.get_output_embeddings()(hidden)[0, 0]
+    assert emb[0, :2].abs().amax(-1).min() > 0 and emb[0, 2:].abs().max() == 0
+    assert head[trained].abs().min() > 0 and head[others].abs().max() == 0
+
+
+def test_token_rows_get_their_own_learning_rate(tiny_model_dir, data_file, tmp_path):
+    cfg = small_config(tiny_model_dir, data_file, tmp_path / "run", learning_rate=1e-3, trainable_tokens_lr_scale=10.0)
+    resolved, tok, data = tr.load_data(cfg)
+    trainer = tr.build_trainer(cfg, resolved, tok, data, tr.sft_args(cfg, tmp_path / "run", "fp32", has_eval=True), "fp32")
+    opt = trainer.create_optimizer()
+    rows = {id(p) for n, p in trainer.model.named_parameters() if "trainable_tokens_delta" in n}
+    assert len(rows) == 2  # input embeddings and LM head
+    lrs = {g["lr"] for g in opt.param_groups if any(id(p) in rows for p in g["params"])}
+    assert len(lrs) == 1 and lrs.pop() == pytest.approx(1e-2)
+    assert all(not any(id(p) in rows for p in g["params"]) for g in opt.param_groups if g["lr"] == pytest.approx(1e-3))
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in trainer.model.parameters())
+
+
 def test_merge_cli_errors(tmp_path, capsys):
     assert cli.main(["merge", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert capsys.readouterr().err == f"error: '{tmp_path}' is not a LoRA adapter directory (no adapter_config.json)\n"
@@ -509,7 +542,8 @@ def test_module_doctests():
 
 def test_sparse_head_matches_trls_fused_head(tiny_model_dir, data_file, tmp_path):
     """Our CPU loss head gives TRL's loss and gradients (only faster on CPU)."""
-    cfg = small_config(tiny_model_dir, data_file, tmp_path / "run", eval_fraction=0.0, batch_size=4)
+    # No trainable token rows here: TRL's fused kernel cannot train LM-head rows (see build_trainer).
+    cfg = small_config(tiny_model_dir, data_file, tmp_path / "run", eval_fraction=0.0, batch_size=4, trainable_tokens=[])
     resolved, tok, data = tr.load_data(cfg)
     args = tr.sft_args(cfg, tmp_path / "run", "fp32", has_eval=False)
     got = {}
