@@ -6,16 +6,17 @@
     Stage 2's prompts are built from one stage-1 pass so both modes get identical inputs.
     Target: batched ≥ 3x samples per minute.
 (b) ``openai``: the same requests through the ``openai`` teacher, 8 in flight vs one at a
-    time, against an OpenAI-compatible server given by ``--base-url`` (e.g. ``thinksearch
-    serve``, vLLM, llama.cpp). Target: ≥ 3x when the server batches. ``--quick`` runs it
+    time, against an OpenAI-compatible server given by ``--base-url`` (vLLM, llama.cpp ...)
+    or, without it, ``thinksearch serve`` started here on the same model, which batches
+    concurrent requests. Target: ≥ 3x when the server batches. ``--quick`` runs it
     against the scripted test server with a fixed per-request delay instead: a simulation
     of a batching server, labelled as such in the JSON.
 
 Results: ``bench/results/synth_local.json`` and ``bench/results/synth_openai.json``
 (``--quick`` writes under ``bench/results/quick/``, not committed).
 
-Run as: ``python bench/bench_synth.py --part local`` and
-``python bench/bench_synth.py --part openai --base-url http://127.0.0.1:8000/v1 --model NAME``.
+Run as: ``python bench/bench_synth.py --part local``, ``python bench/bench_synth.py --part openai``
+(starts ``thinksearch serve``) or ``... --part openai --base-url http://127.0.0.1:8000/v1 --served-model NAME``.
 """
 
 from __future__ import annotations
@@ -118,6 +119,39 @@ def bench_local(args) -> None:
     )
 
 
+class _Serve:
+    """``thinksearch serve`` on a free local port: a real server that batches concurrent requests."""
+
+    def __init__(self, model: str, max_batch: int):
+        import socket
+        import subprocess
+
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.proc = subprocess.Popen([sys.executable, "-m", "thinksearch", "serve", "--model", model, "--engine", "transformers",
+                                      "--port", str(port), "--max-batch", str(max_batch)])
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"thinksearch serve exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.base_url + "/models", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise SystemExit("thinksearch serve did not start within 10 minutes")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
 def bench_openai(args) -> None:
     from thinksearch.config import TeacherConfig
     from thinksearch.teacher import OpenAITeacher
@@ -131,7 +165,8 @@ def bench_openai(args) -> None:
         server = Server(delay_s=args.delay_s).start()
         base_url, model = server.base_url, "scripted"
     elif not base_url:
-        raise SystemExit("--base-url is required without --quick (the URL of a running OpenAI-compatible server)")
+        server = _Serve(args.model, args.concurrency)
+        base_url, model = server.base_url, "thinksearch"
     questions = (QUESTIONS * 4)[: args.requests]
 
     def teacher(concurrency: int) -> OpenAITeacher:
@@ -164,7 +199,9 @@ def bench_openai(args) -> None:
             server.stop()
     ratio = results["concurrent"]["requests_per_minute"] / results["sequential"]["requests_per_minute"]
     server_desc = (f"SIMULATION: scripted test server, fixed {args.delay_s} s per request served concurrently (a model of a "
-                   "batching server); measures only the client's concurrency" if args.quick else f"{base_url} model {model}")
+                   "batching server); measures only the client's concurrency" if args.quick
+                   else f"thinksearch serve --model {args.model} --max-batch {args.concurrency} (started by this script)"
+                   if args.base_url is None else f"{base_url} model {model}")
     write_result(
         "synth_openai", results["sequential"], results["concurrent"], ratio, 3.0,
         out_dir=RESULTS / "quick" if args.quick else RESULTS,
@@ -193,10 +230,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.part in ("local", "both"):
         bench_local(args)
-    if args.part in ("openai", "both") and (args.quick or args.base_url):
+    if args.part in ("openai", "both"):
         bench_openai(args)
-    elif args.part == "openai":
-        raise SystemExit("--base-url is required without --quick")
 
 
 if __name__ == "__main__":
