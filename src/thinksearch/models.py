@@ -401,7 +401,10 @@ def load(
             raise _hub_error(resolved.ref, e) from None
         raise ThinksearchError(f"cannot load model '{resolved.ref}': {str(e).splitlines()[0]}") from None
     if resolved.adapter:
-        model = apply_adapter(model, resolved.adapter)
+        # Folded into the weights for inference: unmerged, LoRA adds two matmuls to every projection
+        # at every decode step, and PEFT's trainable token rows copy the whole embedding matrix
+        # and LM head on every forward pass.
+        model = apply_adapter(model, resolved.adapter).merge_and_unload()
     model.to(device)
     model.eval()
     return model, tokenizer
