@@ -46,3 +46,17 @@ def test_a_terminal_gets_the_bar():
     out = io.StringIO()
     _run(Console(file=out, force_terminal=True, width=60), bar=True, every_s=0.0)
     assert "━" in out.getvalue() and not re.search(r"^\d\d:\d\d:\d\d synth", out.getvalue(), re.M)
+
+
+def test_a_finished_task_is_not_repeated_while_another_runs():
+    out = io.StringIO()
+    with progress(TextColumn("{task.description}"), MofNCompleteColumn(), console=Console(file=out, width=60),
+                  every_s=0.0) as p:
+        a = p.add_task("base", total=1)
+        p.update(a, advance=1)
+        b = p.add_task("tuned", total=3)
+        for _ in range(3):
+            p.update(b, advance=1)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines.count("base 1/1") == 2  # when it finished, and in the final lines
+    assert lines[-2:] == ["base 1/1", "tuned 3/3"]

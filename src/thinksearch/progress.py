@@ -23,6 +23,7 @@ class _Progress(Progress):
         self._every_s = every_s
         self._last = time.monotonic()
         self._printed = False
+        self._done: set[Any] = set()
 
     def update(self, task_id: Any, **kw: Any) -> None:  # type: ignore[override]
         super().update(task_id, **kw)
@@ -35,20 +36,23 @@ class _Progress(Progress):
     def stop(self) -> None:
         # A final line only where earlier lines were printed: short runs stay quiet.
         if self._lines and self._printed:
-            self._line()
+            self._line(final=True)
         super().stop()
 
     def _maybe_line(self) -> None:
         if self._lines and time.monotonic() - self._last >= self._every_s:
             self._line()
 
-    def _line(self) -> None:
+    def _line(self, final: bool = False) -> None:
         self._last = time.monotonic()
         self._printed = True
         columns = [c for c in self.columns if not isinstance(c, BarColumn)]
         for task in self.tasks:
-            if not task.visible:
+            # A finished task was reported once already; only the final lines repeat it.
+            if not task.visible or (task.finished and not final and task.id in self._done):
                 continue
+            if task.finished:
+                self._done.add(task.id)
             parts = [Text(time.strftime("%H:%M:%S"))]
             for col in columns:
                 cell = Text.from_markup(col.format(task=task)) if isinstance(col, str) else col(task)
