@@ -164,9 +164,14 @@ def bench_openai(args) -> None:
 
         server = Server(delay_s=args.delay_s).start()
         base_url, model = server.base_url, "scripted"
+        server_desc = (f"SIMULATION: scripted test server, fixed {args.delay_s} s per request served concurrently "
+                       "(a model of a batching server); measures only the client's concurrency")
     elif not base_url:
         server = _Serve(args.model, args.concurrency)
         base_url, model = server.base_url, "thinksearch"
+        server_desc = f"thinksearch serve --model {args.model} --max-batch {args.concurrency} (started by this script)"
+    else:
+        server_desc = f"{base_url} model {model}"
     questions = (QUESTIONS * 4)[: args.requests]
 
     def teacher(concurrency: int) -> OpenAITeacher:
@@ -198,10 +203,6 @@ def bench_openai(args) -> None:
         if server is not None:
             server.stop()
     ratio = results["concurrent"]["requests_per_minute"] / results["sequential"]["requests_per_minute"]
-    server_desc = (f"SIMULATION: scripted test server, fixed {args.delay_s} s per request served concurrently (a model of a "
-                   "batching server); measures only the client's concurrency" if args.quick
-                   else f"thinksearch serve --model {args.model} --max-batch {args.concurrency} (started by this script)"
-                   if args.base_url is None else f"{base_url} model {model}")
     write_result(
         "synth_openai", results["sequential"], results["concurrent"], ratio, 3.0,
         out_dir=RESULTS / "quick" if args.quick else RESULTS,

@@ -36,9 +36,7 @@ def _state_dict(ref: str, adapter: str | None) -> dict[str, Any]:
     """The tuned weights, LoRA merged in, as float32 numpy arrays keyed by transformers names."""
     from thinksearch import models
 
-    model, _ = models.load(ref, adapter, dtype="float32", device="cpu")
-    if hasattr(model, "merge_and_unload"):  # a PeftModel: fold the adapter into the weights
-        model = model.merge_and_unload()
+    model, _ = models.load(ref, adapter, dtype="float32", device="cpu")  # load() merges an adapter in
     return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
 
 

@@ -386,7 +386,7 @@ def load(
     device: str = "auto",
     prepare_alias: bool = True,
 ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """Load model + tokenizer for a reference (adapter applied, eval mode, left padding)."""
+    """Load model + tokenizer for a reference (adapter merged into the weights, eval mode, left padding)."""
     from transformers import AutoModelForCausalLM
 
     resolved = ref if isinstance(ref, ResolvedModel) else resolve(ref, adapter, prepare_alias)

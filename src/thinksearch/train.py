@@ -1024,12 +1024,14 @@ def build_trainer(cfg: TrainConfig, resolved: models.ResolvedModel, tokenizer: A
         _return_freed_memory_to_the_os()
     model = _load_for_training(resolved, precision)
     token_ids = trainable_token_ids(tokenizer, cfg.trainable_tokens)
-    # Sharded weights (FSDP, ZeRO-3) need TRL's fused kernel, which gathers the LM head itself.
+    # The trainer finds out itself that it is sharded (and then uses TRL's head), but the LoRA
+    # config must know before it exists: accelerate launch sets these for FSDP and DeepSpeed.
     sharded = any(os.environ.get(f"ACCELERATE_USE_{v}", "").lower() in ("1", "true") for v in ("FSDP", "DEEPSPEED"))
     if sparse_head is None:
         # Trainable LM-head rows need the sparse head: TRL's fused kernel reads lm_head.weight
         # directly and would neither see nor train them.
-        sparse_head = not sharded and (bool(token_ids) or not (torch.cuda.is_available() and importlib.util.find_spec("triton") is not None))
+        fused_available = torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+        sparse_head = not sharded and (bool(token_ids) or not fused_available)
     peft_cfg = lora_config(cfg, model, token_ids, lm_head=sparse_head and not sharded)
     Seal, ProgressBar = _callbacks()
     trainer = _trainer_class()(
