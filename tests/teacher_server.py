@@ -67,7 +67,8 @@ def reply_for(prompt: str) -> tuple[str, str]:
         return f"根据上面的分析，{q}的答案是：结论成立，理由如上。", "stop"
     if stage == "query":
         query = "价格\n今日" if "[换行]" in q else re.sub(r"[\[\]？?。]", " ", q)[:20].strip()
-        return json.dumps({"reasoning": "这个问题需要最新的实时信息，我需要搜索。", "query": query}, ensure_ascii=False), "stop"
+        reasoning = "这个问题需要最新的实时信息，我需要搜索。" if "[泛泛]" in q else f"“{q}”的答案会随时间变化，我需要搜索最新情况。"
+        return json.dumps({"reasoning": reasoning, "query": query}, ensure_ascii=False), "stop"
     if "[无引用]" in q:
         return "根据搜索结果，答案大约是这样。", "stop"
     if "[照抄]" in q:

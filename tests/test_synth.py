@@ -93,6 +93,25 @@ def test_query_stage_parsing(text, expected):
         assert got == expected
 
 
+@pytest.mark.parametrize(
+    "reasoning, expected",
+    [
+        ("英国首相会随大选更替，我知道的可能不是现任，需要查。", None),
+        ("这个问题需要最新的实时数据，我需要搜索当前的信息。", "generic_reasoning"),  # fits any question
+        ("英国首相是乔治·华盛顿。", "no_search_reason"),  # a (wrong) answer, not a reason to search
+    ],
+)
+def test_search_reasoning_gate(reasoning, expected):
+    text = json.dumps({"reasoning": reasoning, "query": "英国首相"}, ensure_ascii=False)
+    got = synth.parse_query_reply(text, 4, 0.3, question="英国首相叫什么名字？")
+    if expected is None:
+        assert got == (reasoning, "英国首相", [])
+    else:
+        assert isinstance(got, synth.Rejection) and (got.stage, got.reason) == ("query", expected)
+    # Without the question (a caller that only parses), the reasoning is not judged.
+    assert not isinstance(synth.parse_query_reply(text, 4, 0.3), synth.Rejection)
+
+
 def test_citations():
     assert synth.check_citations("约为6万美元[1][3]。", 3) == ("约为6万美元[1][3]。", [])
     assert synth.check_citations("没有找到相关结果。", 0) == ("没有找到相关结果。", [])
@@ -140,7 +159,7 @@ def http_config(folder: Path, server: Server, **kw) -> SynthConfig:
     teacher = TeacherConfig(backend="openai", model="scripted", base_url=server.base_url, timeout_s=0.6,
                             max_retries=3, backoff_s=0.01, backoff_max_s=0.05, concurrency=8)
     base = dict(write_pools(folder), output=str(folder / "data.jsonl"), num_thinking=len(THINKING) - 3,
-                num_search=len(SEARCH) - 5, batch_size=6, teacher=teacher)
+                num_search=len(SEARCH) - 6, batch_size=6, teacher=teacher)
     return SynthConfig(**{**base, **kw})
 
 
@@ -174,7 +193,7 @@ def test_pipeline_reaches_the_targets_despite_faults(http_run):
     assert reasons == {
         ("[泄漏]", "answer", "leaked_tags"), ("[截断]", "analysis", "truncated"), ("[循环]", "analysis", "repetition"),
         ("[无引用]", "grounded", "no_citation"), ("[截断]", "query", "truncated"), ("故障", "search", "search_error"),
-        ("[照抄]", "grounded", "copied_results"),
+        ("[照抄]", "grounded", "copied_results"), ("[泛泛]", "query", "generic_reasoning"),
     }
     assert all(f["detail"] for f in failures)
     assert stats.rejected["answer/leaked_tags"] == 1 and stats.failed == {"search/search_error": 1}

@@ -24,7 +24,7 @@ KILLS = 20
 
 def config(folder: Path, server: Server, output: str) -> dict:
     return {**write_pools(folder), "output": str(folder / output), "num_thinking": len(THINKING) - 3,
-            "num_search": len(SEARCH) - 5, "batch_size": 3,
+            "num_search": len(SEARCH) - 6, "batch_size": 3,
             "teacher": {"backend": "openai", "model": "scripted", "base_url": server.base_url, "timeout_s": 0.6,
                         "max_retries": 3, "backoff_s": 0.01, "backoff_max_s": 0.05, "concurrency": 8}}
 

@@ -77,11 +77,17 @@ ANSWER_PROMPT = (
     "问题：{question}\n\n思考过程：\n{analysis}\n\n"
     "请根据上面的思考过程，直接给出面向用户的最终回答。准确、简洁，一到三句话，不要复述思考过程。"
 )
-QUERY_EXAMPLE = json.dumps({"reasoning": "这个问题需要最新的实时数据，我需要搜索当前的信息。", "query": "比特币价格 今日"},
-                           ensure_ascii=False)
+# Three examples on different subjects, each naming what changes: given one stock sentence
+# ("this needs real-time data"), a 0.5B teacher copies it for almost every question, and a
+# student trained on it learns a phrase that fits any question, science and opinion included.
+QUERY_EXAMPLES = "\n".join(json.dumps(e, ensure_ascii=False) for e in (
+    {"reasoning": "比特币的价格每分每秒都在变，我记得的数字早已过时，要查今天的行情。", "query": "比特币价格 今日"},
+    {"reasoning": "日本首相会因选举和换届而更替，我知道的人选可能已经不是现任，需要核实。", "query": "日本现任首相"},
+    {"reasoning": "成都明天的天气要看最新的预报，凭记忆无法知道。", "query": "成都 明天天气预报"},
+))
 QUERY_PROMPT = (
-    "下面的问题需要最新或实时的信息才能准确回答。请结合这个问题，用一两句话说明为什么需要搜索，并给出一个简短的搜索关键词。"
-    "只输出一个JSON对象，例如：\n{example}\n"
+    "下面的问题需要最新或实时的信息才能准确回答。请用一句话说明：这个问题问的哪一项信息会随时间变化，为什么不能凭记忆回答；"
+    "再给出一个简短的搜索关键词。只输出一个JSON对象，格式参考下面的例子（每行一个）：\n{examples}\n"
     "query只占一行，不超过20个字。\n\n问题：{question}"
 )
 GROUNDED_PROMPT = (
@@ -104,7 +110,7 @@ def answer_messages(question: str, analysis: str) -> list[dict[str, Any]]:
 
 
 def query_messages(question: str) -> list[dict[str, Any]]:
-    return _chat(QUERY_PROMPT.format(question=question, example=QUERY_EXAMPLE))
+    return _chat(QUERY_PROMPT.format(question=question, examples=QUERY_EXAMPLES))
 
 
 def grounded_messages(question: str, results_text: str) -> list[dict[str, Any]]:
@@ -215,11 +221,44 @@ _QUERY_REASONS = {
 _QUOTES = "\"'“”‘’「」『』《》`"
 
 
-def parse_query_reply(text: str, min_chars: int, max_repetition: float) -> tuple[str, str, list[str]] | Rejection:
+# Words that say why a search is needed. Weaker cues (今天, 目前, 现任) are left out: the 0.5B
+# teacher uses them in made-up statements ("现任主席是……") as often as in reasons.
+_SEARCH_CUES = ("搜索", "查", "实时", "变", "过时", "更新", "最近", "近期", "预报", "核实")
+# Bigrams every reasoning may share with its question; they do not make it specific.
+_GENERIC_BIGRAMS = frozenset({"这个", "个问", "问题", "需要", "最新", "实时", "多少", "什么", "怎么", "么样", "哪些"})
+
+
+def reasoning_problem(reasoning: str, question: str) -> Rejection | None:
+    """Gates on a search row's reasoning, which becomes the student's whole thinking before the call.
+
+    It must say why a search is needed (a cue such as 变, 过时, 查, beyond those the question
+    has) and be about this question (two or more bigrams in common with it, beyond generic
+    ones), so the student learns to tie the decision to what is asked rather than a stock
+    sentence that fits any question.
+
+    >>> reasoning_problem("这个问题需要最新的实时数据，我需要搜索当前的信息。", "英国首相叫什么名字？").reason
+    'generic_reasoning'
+    >>> reasoning_problem("英国首相是乔治·华盛顿。", "英国首相叫什么名字？").reason
+    'no_search_reason'
+    >>> reasoning_problem("英国首相会随大选更替，我知道的可能不是现任，需要查。", "英国首相叫什么名字？") is None
+    True
+    """
+    # A cue copied from the question ("实时票房第一的是……") is not a reason.
+    if not any(reasoning.count(cue) > question.count(cue) for cue in _SEARCH_CUES):
+        return Rejection("query", "no_search_reason", "the reasoning does not say why a search is needed", reasoning)
+    shared = (qs.grams(qs.key(reasoning)) & qs.grams(qs.key(question))) - _GENERIC_BIGRAMS
+    if len(shared) < 2:
+        return Rejection("query", "generic_reasoning", "the reasoning does not mention what the question asks", reasoning)
+    return None
+
+
+def parse_query_reply(text: str, min_chars: int, max_repetition: float,
+                      question: str | None = None) -> tuple[str, str, list[str]] | Rejection:
     """Read search stage 1's JSON: (reasoning, query, repairs made) or why it is unusable.
 
     A query spread over several lines, or wrapped in quotes, is repaired (joined with spaces,
     unquoted) and the repair recorded; one that is empty, too long or carries tags is rejected.
+    With ``question``, the reasoning also goes through :func:`reasoning_problem`.
 
     >>> parse_query_reply('{"reasoning": "需要实时数据。", "query": "比特币\\n价格"}', 2, 0.3)
     ('需要实时数据。', '比特币 价格', ['query: joined 2 lines'])
@@ -258,6 +297,10 @@ def parse_query_reply(text: str, min_chars: int, max_repetition: float) -> tuple
             return Rejection("query", "too_short", f"{name}: {len(value)} < {least} characters", value)
         if is_loop(value, max_repetition):
             return Rejection("query", "repetition", name, value)
+    if question is not None:
+        problem = reasoning_problem(reasoning, question)
+        if problem is not None:
+            return problem
     return reasoning, q, repairs
 
 
@@ -608,7 +651,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
         if isinstance(got, Rejection):
             outcomes[i].rejection = got
             continue
-        parsed = parse_query_reply(got[0], cfg.min_trace_chars, cfg.max_repetition)
+        parsed = parse_query_reply(got[0], cfg.min_trace_chars, cfg.max_repetition, items[i].question)
         if isinstance(parsed, Rejection):
             outcomes[i].rejection = parsed
             continue
