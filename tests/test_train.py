@@ -560,6 +560,37 @@ def test_sparse_head_matches_trls_fused_head(tiny_model_dir, data_file, tmp_path
         assert (a - b).abs().max() <= 1e-5 + 1e-4 * b.abs().max()
 
 
+def test_cheap_token_rows_give_peft_s_loss_and_gradients(tiny_model_dir, data_file, tmp_path):
+    """The patched trainable-token layers compute what PEFT's own forward computes."""
+    import torch
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    cfg = small_config(tiny_model_dir, data_file, tmp_path / "run", eval_fraction=0.0, batch_size=4)
+    resolved, tok, data = tr.load_data(cfg)
+    trainer = tr.build_trainer(cfg, resolved, tok, data, tr.sft_args(cfg, tmp_path / "run", "fp32", has_eval=False),
+                               "fp32", sparse_head=True)
+    layers = [m for m in trainer.model.modules() if isinstance(m, TrainableTokensLayer)]
+    assert len(layers) == 2 and all("forward" in vars(m) for m in layers)  # embeddings and LM head, patched
+    batch = dict(next(iter(trainer.get_train_dataloader())))
+    assert any(int(i) in layers[0].token_indices["default"] for i in batch["input_ids"].flatten())
+    trainer.model.train()
+    got = []
+    for patched in (True, False):
+        if not patched:
+            for m in layers:
+                del m.forward  # back to PEFT's
+        trainer.model.zero_grad()
+        torch.manual_seed(0)  # the same LoRA dropout masks in both passes
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        got.append((loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}))
+    (l1, g1), (l2, g2) = got
+    assert l1 == pytest.approx(l2, rel=1e-6)
+    assert g1.keys() == g2.keys() and any("trainable_tokens_delta" in n for n in g1)
+    for n in g1:
+        assert (g1[n] - g2[n]).abs().max() <= 1e-6 + 1e-5 * g2[n].abs().max(), n
+
+
 def test_sparse_head_chunks_give_the_same_loss_and_gradient():
     import torch
 

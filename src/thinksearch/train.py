@@ -690,6 +690,48 @@ def add_sparse_head(model: Any) -> None:
     model.forward = types.MethodType(forward, model)
 
 
+def cheap_token_rows(model: Any) -> int:
+    """Train PEFT's trainable token rows without rebuilding the whole matrix on every pass.
+
+    PEFT's layer copies the full embedding (or LM-head) matrix with the trained rows written in
+    on each forward (136M values for a 0.5B Qwen), and the LM head's backward then computes the
+    gradient of that whole copy, a vocabulary x hidden matmul, to keep two rows of it. Here the
+    frozen layer runs unchanged and only the trained rows are added: looked up for the embedding,
+    their logits written into the head's output. Same values and gradients (a test checks).
+    Returns how many layers were patched; anything unusual (merged, several adapters, a scaled
+    embedding, a biased head) keeps PEFT's own forward.
+    """
+    import types
+
+    import torch
+    import torch.nn.functional as F
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    def forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        base, active = self.base_layer, self.active_adapters
+        if self.disable_adapters or self.merged or len(active) != 1 or args or kwargs:
+            return type(self).forward(self, x, *args, **kwargs)
+        index = torch.tensor(self.token_indices[active[0]], device=x.device)
+        delta = self.trainable_tokens_delta[active[0]]
+        if isinstance(base, torch.nn.Embedding) and self._get_embed_scale() is None:
+            out = base(x)
+            hit = (x.unsqueeze(-1) == index).to(delta.dtype)  # one-hot over the trained tokens
+            # Every position goes through the small matmul, so the rows always get a gradient
+            # (zero when no trained token is in the batch) and DDP sees them used.
+            return torch.where(hit.sum(-1, keepdim=True) > 0, (hit @ delta).to(out.dtype), out)
+        if isinstance(base, torch.nn.Linear) and base.bias is None:
+            out = base(x)
+            return out.index_copy(out.dim() - 1, index, F.linear(x, delta.to(x.dtype)).to(out.dtype))
+        return type(self).forward(self, x, *args, **kwargs)
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, TrainableTokensLayer):
+            module.forward = types.MethodType(forward, module)
+            n += 1
+    return n
+
+
 def _trainer_class() -> type:
     """TRL's SFTTrainer with the sparse LM head on machines without Triton (CPU)."""
     import torch
@@ -706,6 +748,7 @@ def _trainer_class() -> type:
             self.autocast_dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
             if self.sparse:
                 add_sparse_head(self.model.get_base_model())
+                cheap_token_rows(self.model)  # the head's output is only the trained positions here
             if self.sparse and self.autocast_dtype is not None:
                 # PEFT casts each LoRA input to the adapter's fp32 and autocast casts it straight
                 # back: two copies of every projection's input per pass. Our forward always runs
