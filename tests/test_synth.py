@@ -102,14 +102,11 @@ def test_query_stage_parsing(text, expected):
     ],
 )
 def test_search_reasoning_gate(reasoning, expected):
-    text = json.dumps({"reasoning": reasoning, "query": "英国首相"}, ensure_ascii=False)
-    got = synth.parse_query_reply(text, 4, 0.3, question="英国首相叫什么名字？")
+    got = synth.reasoning_problem(reasoning, "英国首相叫什么名字？")
     if expected is None:
-        assert got == (reasoning, "英国首相", [])
+        assert got is None
     else:
-        assert isinstance(got, synth.Rejection) and (got.stage, got.reason) == ("query", expected)
-    # Without the question (a caller that only parses), the reasoning is not judged.
-    assert not isinstance(synth.parse_query_reply(text, 4, 0.3), synth.Rejection)
+        assert (got.stage, got.reason) == ("query", expected)
 
 
 def test_citations():
@@ -274,6 +271,36 @@ def test_local_backend_with_the_tiny_model(tmp_path, tiny):
     assert len(rows) == sum(stats.kept.values())
     assert len(failures) == sum(stats.rejected.values()) + sum(stats.failed.values()) > 0
     assert all(f["reason"] for f in failures)
+
+
+class AnsweringTeacher:
+    """Answers the question where it was asked why to search (as small teachers do)."""
+
+    name = "answering"
+
+    def generate(self, requests):
+        return [TeacherReply("英国首相是某某[1]。" if "搜索结果" in r.messages[-1]["content"] else
+                             json.dumps({"reasoning": "英国首相是乔治·华盛顿。", "query": "英国首相"}, ensure_ascii=False))
+                for r in requests]
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_teacher_that_gives_no_reason_to_search(tmp_path, fallback):
+    (tmp_path / "t.txt").write_text("", encoding="utf-8")
+    (tmp_path / "s.txt").write_text("英国首相叫什么名字？\n", encoding="utf-8")
+    cfg = SynthConfig(thinking_questions=str(tmp_path / "t.txt"), search_questions=str(tmp_path / "s.txt"),
+                      eval_questions=None, output=str(tmp_path / "out.jsonl"), num_thinking=0, num_search=1,
+                      search_reason_fallback=fallback)
+    stats = synth.synthesize(cfg, teacher=AnsweringTeacher(), search=FakeSearch(), progress=False)
+    rows = synth.read_rows(cfg.output)
+    if not fallback:
+        assert rows == [] and stats.rejected == {"query/no_search_reason": 1}
+        return
+    (row,) = rows
+    thinking = fmt.parse(row["messages"][2]["content"]).thinking
+    assert thinking == synth.template_reasoning("英国首相") and "华盛顿" not in thinking
+    assert row["meta"]["gates"]["repairs"] == ["reasoning: template (no_search_reason)"]
+    assert stats.repairs == {"reasoning: template (no_search_reason)": 1}
 
 
 class DeadTeacher:

@@ -470,6 +470,12 @@ class SynthConfig:
     """Gate: share of repeated 12-character spans above which a text counts as a repetition loop."""
     require_citation: bool = True
     """Gate: a search answer must cite at least one result as [n] (and no result that does not exist)."""
+    search_reason_fallback: bool = False
+    """When the teacher's reason to search fails its gate (no reason given, or not about the
+    question), use a fixed sentence that opens with the teacher's query instead of rejecting the
+    question, and record it in the row's repairs. For small teachers, which mostly answer the
+    question instead of saying why to search: without it, whole categories (sports, office
+    holders) end up with almost no search rows."""
     max_consecutive_errors: int = 16
     """Stop the run (resumable) after this many teacher or search errors in a row: the backend is down."""
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)

@@ -221,9 +221,11 @@ _QUERY_REASONS = {
 _QUOTES = "\"'“”‘’「」『』《》`"
 
 
-# Words that say why a search is needed. Weaker cues (今天, 目前, 现任) are left out: the 0.5B
-# teacher uses them in made-up statements ("现任主席是……") as often as in reasons.
-_SEARCH_CUES = ("搜索", "查", "实时", "变", "过时", "更新", "最近", "近期", "预报", "核实")
+# Words that say why a search is needed. Weaker cues (今天, 目前, 现任, a bare 查 as in 查理)
+# are left out: the 0.5B teacher uses them in made-up statements ("现任主席是……") as often as
+# in reasons. Negated reasons ("他不会随时间变化，可以凭记忆回答") are refused.
+_SEARCH_CUES = ("搜索", "要查", "需要查", "查询", "查看", "查一", "实时", "变", "过时", "更新", "最近", "近期", "预报", "核实")
+_NOT_A_REASON = ("不会随", "不会变", "没有变化", "可以凭记忆")
 # Bigrams every reasoning may share with its question; they do not make it specific.
 _GENERIC_BIGRAMS = frozenset({"这个", "个问", "问题", "需要", "最新", "实时", "多少", "什么", "怎么", "么样", "哪些"})
 
@@ -240,11 +242,14 @@ def reasoning_problem(reasoning: str, question: str) -> Rejection | None:
     'generic_reasoning'
     >>> reasoning_problem("英国首相是乔治·华盛顿。", "英国首相叫什么名字？").reason
     'no_search_reason'
+    >>> reasoning_problem("北约秘书长是某某，他不会随时间变化。", "北约秘书长是谁？").reason
+    'no_search_reason'
     >>> reasoning_problem("英国首相会随大选更替，我知道的可能不是现任，需要查。", "英国首相叫什么名字？") is None
     True
     """
     # A cue copied from the question ("实时票房第一的是……") is not a reason.
-    if not any(reasoning.count(cue) > question.count(cue) for cue in _SEARCH_CUES):
+    if (not any(reasoning.count(cue) > question.count(cue) for cue in _SEARCH_CUES)
+            or any(no in reasoning for no in _NOT_A_REASON)):
         return Rejection("query", "no_search_reason", "the reasoning does not say why a search is needed", reasoning)
     shared = (qs.grams(qs.key(reasoning)) & qs.grams(qs.key(question))) - _GENERIC_BIGRAMS
     if len(shared) < 2:
@@ -252,13 +257,23 @@ def reasoning_problem(reasoning: str, question: str) -> Rejection | None:
     return None
 
 
-def parse_query_reply(text: str, min_chars: int, max_repetition: float,
-                      question: str | None = None) -> tuple[str, str, list[str]] | Rejection:
+def template_reasoning(query: str) -> str:
+    """The thinking of a search row whose teacher gave no usable reason (``search_reason_fallback``).
+
+    It opens with the query, so the sentence starts from what is asked, as a teacher's reason
+    would; one fixed opening for every row would fit any question, science included.
+
+    >>> template_reasoning("温网男单冠军")
+    '温网男单冠军：这类信息会随时间变化，我记得的可能已经过时，需要搜索最新的情况。'
+    """
+    return f"{query}：这类信息会随时间变化，我记得的可能已经过时，需要搜索最新的情况。"
+
+
+def parse_query_reply(text: str, min_chars: int, max_repetition: float) -> tuple[str, str, list[str]] | Rejection:
     """Read search stage 1's JSON: (reasoning, query, repairs made) or why it is unusable.
 
     A query spread over several lines, or wrapped in quotes, is repaired (joined with spaces,
     unquoted) and the repair recorded; one that is empty, too long or carries tags is rejected.
-    With ``question``, the reasoning also goes through :func:`reasoning_problem`.
 
     >>> parse_query_reply('{"reasoning": "需要实时数据。", "query": "比特币\\n价格"}', 2, 0.3)
     ('需要实时数据。', '比特币 价格', ['query: joined 2 lines'])
@@ -297,10 +312,6 @@ def parse_query_reply(text: str, min_chars: int, max_repetition: float,
             return Rejection("query", "too_short", f"{name}: {len(value)} < {least} characters", value)
         if is_loop(value, max_repetition):
             return Rejection("query", "repetition", name, value)
-    if question is not None:
-        problem = reasoning_problem(reasoning, question)
-        if problem is not None:
-            return problem
     return reasoning, q, repairs
 
 
@@ -651,12 +662,19 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
         if isinstance(got, Rejection):
             outcomes[i].rejection = got
             continue
-        parsed = parse_query_reply(got[0], cfg.min_trace_chars, cfg.max_repetition, items[i].question)
+        parsed = parse_query_reply(got[0], cfg.min_trace_chars, cfg.max_repetition)
         if isinstance(parsed, Rejection):
             outcomes[i].rejection = parsed
             continue
         reasoning, query, repairs = parsed
         outcomes[i].repairs += repairs
+        problem = reasoning_problem(reasoning, items[i].question)
+        if problem is not None:
+            if not cfg.search_reason_fallback:
+                outcomes[i].rejection = problem
+                continue
+            reasoning = template_reasoning(query)
+            outcomes[i].repairs.append(f"reasoning: template ({problem.reason})")
         try:
             stats.searches += 1
             results = list(backend.search(query, cfg.search.k))
