@@ -690,7 +690,7 @@ def add_sparse_head(model: Any) -> None:
     model.forward = types.MethodType(forward, model)
 
 
-def cheap_token_rows(model: Any) -> int:
+def cheap_token_rows(model: Any) -> None:
     """Train PEFT's trainable token rows without rebuilding the whole matrix on every pass.
 
     PEFT's layer copies the full embedding (or LM-head) matrix with the trained rows written in
@@ -698,8 +698,8 @@ def cheap_token_rows(model: Any) -> int:
     gradient of that whole copy, a vocabulary x hidden matmul, to keep two rows of it. Here the
     frozen layer runs unchanged and only the trained rows are added: looked up for the embedding,
     their logits written into the head's output. Same values and gradients (a test checks).
-    Returns how many layers were patched; anything unusual (merged, several adapters, a scaled
-    embedding, a biased head) keeps PEFT's own forward.
+    Anything unusual (merged, several adapters, a scaled embedding, a biased head) keeps PEFT's
+    own forward.
     """
     import types
 
@@ -724,12 +724,9 @@ def cheap_token_rows(model: Any) -> int:
             return out.index_copy(out.dim() - 1, index, F.linear(x, delta.to(x.dtype)).to(out.dtype))
         return type(self).forward(self, x, *args, **kwargs)
 
-    n = 0
     for module in model.modules():
         if isinstance(module, TrainableTokensLayer):
             module.forward = types.MethodType(forward, module)
-            n += 1
-    return n
 
 
 def _trainer_class() -> type:
