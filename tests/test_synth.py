@@ -208,6 +208,9 @@ def test_rows_follow_the_format_contract(http_run, tiny_tokenizer):
         turns = rendered.split("<|im_start|>assistant\n")[1:]
         first = fmt.parse(turns[0])
         assert first.thinking and first.thinking_closed
+        # The decision is stated first, by code; the teacher's text follows on its own line.
+        decision, _, teacher_text = first.thinking.partition("\n")
+        assert decision == synth.DECISION_LINES[row["type"]] and teacher_text.strip()
         if row["type"] == "thinking":
             assert len(msgs) == 3 and first.answer and not first.attempted_call
             assert row["meta"]["finish_reasons"] == ["stop", "stop"]
@@ -225,7 +228,7 @@ def test_rows_follow_the_format_contract(http_run, tiny_tokenizer):
     assert stats.repairs["query: joined 2 lines"] == 1
     r1 = next(r for r in rows if r["messages"][1]["content"].startswith("[R1]"))
     assert r1["meta"]["trace_source"] == "reasoning"
-    assert r1["messages"][2]["content"].startswith("<thinking>\n嗯，用户问的是")
+    assert r1["messages"][2]["content"].startswith(f"<thinking>\n{synth.DECISION_LINES['thinking']}\n嗯，用户问的是")
 
 
 def test_reference_export_layout(http_run, tiny_tokenizer):
@@ -284,13 +287,13 @@ class AnsweringTeacher:
                 for r in requests]
 
 
-@pytest.mark.parametrize("fallback", [False, True])
-def test_a_teacher_that_gives_no_reason_to_search(tmp_path, fallback):
+@pytest.mark.parametrize("fallback, decision_line", [(False, True), (True, True), (True, False)])
+def test_a_teacher_that_gives_no_reason_to_search(tmp_path, fallback, decision_line):
     (tmp_path / "t.txt").write_text("", encoding="utf-8")
     (tmp_path / "s.txt").write_text("英国首相叫什么名字？\n", encoding="utf-8")
     cfg = SynthConfig(thinking_questions=str(tmp_path / "t.txt"), search_questions=str(tmp_path / "s.txt"),
                       eval_questions=None, output=str(tmp_path / "out.jsonl"), num_thinking=0, num_search=1,
-                      search_reason_fallback=fallback)
+                      search_reason_fallback=fallback, decision_line=decision_line)
     stats = synth.synthesize(cfg, teacher=AnsweringTeacher(), search=FakeSearch(), progress=False)
     rows = synth.read_rows(cfg.output)
     if not fallback:
@@ -298,7 +301,8 @@ def test_a_teacher_that_gives_no_reason_to_search(tmp_path, fallback):
         return
     (row,) = rows
     thinking = fmt.parse(row["messages"][2]["content"]).thinking
-    assert thinking == synth.template_reasoning("英国首相") and "华盛顿" not in thinking
+    opening = synth.DECISION_LINES["search"] + "\n" if decision_line else ""
+    assert thinking == opening + synth.template_reasoning("英国首相") and "华盛顿" not in thinking
     assert row["meta"]["gates"]["repairs"] == ["reasoning: template (no_search_reason)"]
     assert stats.repairs == {"reasoning: template (no_search_reason)": 1}
 

@@ -476,6 +476,11 @@ class SynthConfig:
     question, and record it in the row's repairs. For small teachers, which mostly answer the
     question instead of saying why to search: without it, whole categories (sports, office
     holders) end up with almost no search rows."""
+    decision_line: bool = True
+    """Open every trace with a fixed sentence that states the decision: no search needed (thinking
+    rows) or a search needed (search rows). Both row types then train the same position on the
+    same choice, made right after the question; without it a small student decides only at the
+    end of its thinking, where a search row and a short thinking row look alike."""
     max_consecutive_errors: int = 16
     """Stop the run (resumable) after this many teacher or search errors in a row: the backend is down."""
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)

@@ -269,6 +269,23 @@ def template_reasoning(query: str) -> str:
     return f"{query}：这类信息会随时间变化，我记得的可能已经过时，需要搜索最新的情况。"
 
 
+# Written by code, like the tags (``decision_line``): the teacher's text follows on the next line.
+DECISION_LINES = {
+    "thinking": "这个问题靠推理和已有知识就能回答，不需要搜索。",
+    "search": "这个问题要用到会变化的最新信息，需要搜索。",
+}
+
+
+def decided(kind: str, trace: str, cfg: "SynthConfig") -> str:
+    """``trace`` opened with the decision line of ``kind`` when ``cfg.decision_line`` is set.
+
+    >>> from thinksearch.config import SynthConfig
+    >>> decided("search", "金价每天都在变。", SynthConfig())
+    '这个问题要用到会变化的最新信息，需要搜索。\\n金价每天都在变。'
+    """
+    return f"{DECISION_LINES[kind]}\n{trace}" if cfg.decision_line else trace
+
+
 def parse_query_reply(text: str, min_chars: int, max_repetition: float) -> tuple[str, str, list[str]] | Rejection:
     """Read search stage 1's JSON: (reasoning, query, repairs made) or why it is unusable.
 
@@ -643,7 +660,7 @@ def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig"
         it = items[i]
         outcomes[i].row = {
             "id": it.id, "type": "thinking",
-            "messages": fmt.thinking_messages(it.question, trace, answer),
+            "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), answer),
             "meta": _meta(cfg, teacher, stages, [first[i], reply], ["analysis", "answer"], [], trace_source=source),
         }
     return outcomes
@@ -709,7 +726,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
         it = items[i]
         outcomes[i].row = {
             "id": it.id, "type": "search",
-            "messages": fmt.search_messages(it.question, reasoning, query, text, answer),
+            "messages": fmt.search_messages(it.question, decided("search", reasoning, cfg), query, text, answer),
             "meta": _meta(cfg, teacher, stages, [first[i], reply], ["query", "search", "grounded"],
                           outcomes[i].repairs, search_backend=getattr(backend, "name", type(backend).__name__),
                           search_query=query, results=[r.to_dict() for r in results[:shown]]),
