@@ -550,6 +550,7 @@ def test_sparse_head_matches_trls_fused_head(tiny_model_dir, data_file, tmp_path
     for sparse in (True, False):
         trainer = tr.build_trainer(cfg, resolved, tok, data, args, "fp32", sparse_head=sparse)
         batch = next(iter(trainer.get_train_dataloader()))
+        assert (batch["attention_mask"] == 0).any()  # padded: ours drops the mask, TRL's keeps it
         trainer.model.train()
         trainer.compute_loss(trainer.model, dict(batch)).backward()
         loss = trainer.compute_loss(trainer.model, dict(batch)).item()
@@ -589,6 +590,29 @@ def test_cheap_token_rows_give_peft_s_loss_and_gradients(tiny_model_dir, data_fi
     assert g1.keys() == g2.keys() and any("trainable_tokens_delta" in n for n in g1)
     for n in g1:
         assert (g1[n] - g2[n]).abs().max() <= 1e-6 + 1e-5 * g2[n].abs().max(), n
+
+
+def test_cheap_dropout_drops_independently_with_p_and_keeps_the_expectation():
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 8)),
+                           LoraConfig(r=4, target_modules=["0", "1"], lora_dropout=0.05))
+    assert tr.cheap_dropout(model) == 2
+    drop = model.base_model.model[0].lora_dropout["default"]
+    assert isinstance(drop, torch.nn.Dropout) and drop.p == 0.05
+    torch.manual_seed(0)
+    x = (torch.rand(1000, 1001) + 1).requires_grad_()  # an odd size: the last 64-bit draw is partly used
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.05) < 0.002  # 1M draws: 4.5 standard deviations
+    assert torch.allclose(y[kept], x[kept] / 0.95)
+    # No pattern along rows or columns (a mask reused across positions would show here).
+    assert kept.float().mean(0).std() < 0.02 and kept.float().mean(1).std() < 0.02
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.95))
+    drop.eval()
+    assert drop(x) is x
 
 
 def test_sparse_head_chunks_give_the_same_loss_and_gradient():

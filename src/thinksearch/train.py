@@ -729,6 +729,43 @@ def cheap_token_rows(model: Any) -> None:
             module.forward = types.MethodType(forward, module)
 
 
+def cheap_dropout(model: Any) -> int:
+    """Give every LoRA dropout of ``model`` a mask drawn 16 bits at a time; returns how many were swapped.
+
+    On a CPU, ``nn.Dropout`` draws one 32-bit random number per element from a sequential
+    generator: with LoRA's dropout on all seven projections of every layer, that was the largest
+    single cost of a training step after the matmuls (23 percent of a step's CPU time, 0.5B model,
+    rows of about 650 tokens). Four 16-bit keep/drop draws from each 64-bit number make the
+    mask 2.2x cheaper. Each element is still dropped independently, with probability ``p``
+    rounded to a multiple of 1/65536 (0.05 becomes 0.050003), and the rest scaled by 1/(1-p).
+    """
+    import torch
+
+    class CheapDropout(torch.nn.Dropout):
+        def __init__(self, p: float) -> None:
+            super().__init__(p)
+            self.threshold = -32768 + round(p * 65536)  # int16 draws at or above it keep their element
+
+        def forward(self, x: Any) -> Any:
+            if not self.training or self.p == 0.0:
+                return x
+            n = x.numel()
+            bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+            keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
+            return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0)
+
+    swapped = 0
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if not isinstance(drops, torch.nn.ModuleDict):
+            continue
+        for name, drop in drops.items():
+            if type(drop) is torch.nn.Dropout and 0.0 < drop.p < 1.0:
+                drops[name] = CheapDropout(drop.p).train(drop.training)
+                swapped += 1
+    return swapped
+
+
 def _trainer_class() -> type:
     """TRL's SFTTrainer with the sparse LM head on machines without Triton (CPU)."""
     import torch
@@ -746,6 +783,8 @@ def _trainer_class() -> type:
             if self.sparse:
                 add_sparse_head(self.model.get_base_model())
                 cheap_token_rows(self.model)  # the head's output is only the trained positions here
+            if self.args.device.type == "cpu":  # GPUs draw dropout masks in parallel already
+                cheap_dropout(self.model)
             if self.sparse and self.autocast_dtype is not None:
                 # PEFT casts each LoRA input to the adapter's fp32 and autocast casts it straight
                 # back: two copies of every projection's input per pass. Our forward always runs
@@ -773,6 +812,12 @@ def _trainer_class() -> type:
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not self.sparse:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            mask = inputs.get("attention_mask")
+            if mask is not None and bool((mask[:, 1:] <= mask[:, :-1]).all()):
+                # Right padding under a causal mask: no real token can see a pad, and pads are not
+                # trained, so the padding mask changes nothing the loss uses. Without it attention
+                # takes the causal kernel, 1.5x faster than the masked one on a CPU (rows of ~860).
+                inputs = {k: v for k, v in inputs.items() if k != "attention_mask"}
             if self.autocast_dtype is None:
                 out = model(**inputs, sparse_head=True)
             else:
@@ -783,7 +828,6 @@ def _trainer_class() -> type:
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # DDP averages the gradients of the ranks
             if model.training:
-                mask = inputs.get("attention_mask")
                 local = mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel())
                 self.seen_tokens += int(self.accelerator.gather_for_metrics(local.reshape(1)).sum())
                 hits = self.accelerator.gather_for_metrics(torch.stack([out.n_correct, out.n_targets]).reshape(1, 2))
