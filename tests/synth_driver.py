@@ -38,6 +38,10 @@ SEARCH = [
     "[换行] 以太坊现在的价格是多少？", "[无引用] 腾讯今天的股价是多少？", "[照抄] 今天上证指数收盘多少点？", "[截断] 最近有什么重要的科技新闻？", "故障 明天的航班会延误吗？",
     "[泛泛] 白银现在多少钱一克？",
 ]
+# Rows each pool can give: [泄漏] [截断] [循环] fail their gates; of the search questions
+# [无引用] [照抄] [截断] [泛泛] fail theirs, 故障 meets a dead backend and one overlaps EVAL.
+THINKING_ROWS = len(THINKING) - 3
+SEARCH_ROWS = len(SEARCH) - 6
 EVAL = [{"type": "thinking", "question": "为什么天空在傍晚会变红？"}, {"type": "search", "question": "今天北京的天气怎么样？"},
         {"type": "search", "question": "现任日本首相是谁呢"}]  # the last one overlaps a pool question
 

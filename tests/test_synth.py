@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from synth_driver import SEARCH, THINKING, FakeSearch, write_pools
+from synth_driver import SEARCH, SEARCH_ROWS, THINKING, THINKING_ROWS, FakeSearch, write_pools
 from teacher_server import Server
 from thinksearch import cli
 from thinksearch import format as fmt
@@ -155,8 +155,8 @@ def test_two_writers_cannot_share_an_output(tmp_path):
 def http_config(folder: Path, server: Server, **kw) -> SynthConfig:
     teacher = TeacherConfig(backend="openai", model="scripted", base_url=server.base_url, timeout_s=0.6,
                             max_retries=3, backoff_s=0.01, backoff_max_s=0.05, concurrency=8)
-    base = dict(write_pools(folder), output=str(folder / "data.jsonl"), num_thinking=len(THINKING) - 3,
-                num_search=len(SEARCH) - 6, batch_size=6, teacher=teacher)
+    base = dict(write_pools(folder), output=str(folder / "data.jsonl"), num_thinking=THINKING_ROWS,
+                num_search=SEARCH_ROWS, batch_size=6, teacher=teacher)
     return SynthConfig(**{**base, **kw})
 
 

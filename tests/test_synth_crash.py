@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from synth_driver import SEARCH, THINKING, FakeSearch, write_pools
+from synth_driver import SEARCH_ROWS, THINKING_ROWS, FakeSearch, write_pools
 from teacher_server import Server
 from thinksearch.config import SynthConfig, from_dict
 from thinksearch.synth import read_rows, synthesize
@@ -23,8 +23,8 @@ KILLS = 20
 
 
 def config(folder: Path, server: Server, output: str) -> dict:
-    return {**write_pools(folder), "output": str(folder / output), "num_thinking": len(THINKING) - 3,
-            "num_search": len(SEARCH) - 6, "batch_size": 3,
+    return {**write_pools(folder), "output": str(folder / output), "num_thinking": THINKING_ROWS,
+            "num_search": SEARCH_ROWS, "batch_size": 3,
             "teacher": {"backend": "openai", "model": "scripted", "base_url": server.base_url, "timeout_s": 0.6,
                         "max_retries": 3, "backoff_s": 0.01, "backoff_max_s": 0.05, "concurrency": 8}}
 
