@@ -65,6 +65,26 @@ def test_missing_part_package_names_the_extra(tmp_path, monkeypatch, ts_home):
         models.prepare(m.alias)
 
 
+def test_prepare_swaps_in_only_a_finished_conversion(tmp_path, monkeypatch, ts_home):
+    m = fake_parts(tmp_path, monkeypatch, [b"abc", b"def"])
+
+    def crash(gguf, dest):
+        (dest / "config.json").write_text("{}")
+        raise RuntimeError("killed midway")
+
+    monkeypatch.setattr(models, "convert_gguf", crash)
+    with pytest.raises(RuntimeError):
+        models.prepare(m.alias)
+    root = ts_home / "models"
+    assert not models.is_prepared(m.alias) and not models.model_dir(m.alias).exists()
+    assert [p.name for p in root.iterdir() if p.is_dir()] == []  # no half-converted directory left
+
+    monkeypatch.setattr(models, "convert_gguf", lambda gguf, dest: (dest / "config.json").write_text("{}"))
+    target = models.prepare(m.alias)
+    assert models.is_prepared(m.alias) and (target / "config.json").is_file()
+    assert [p for p in root.iterdir() if p.is_dir()] == [target]
+
+
 def test_prepare_of_a_prepared_alias_is_instant(monkeypatch, ts_home, tiny_model_dir):
     import shutil
 

@@ -24,13 +24,12 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from thinksearch.errors import ThinksearchError
+from thinksearch.files import replacing_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -197,16 +196,10 @@ def prepare(alias: str, force: bool = False) -> Path:
         gguf = root / f"{alias}.gguf"
         if force or not gguf.is_file() or gguf.stat().st_size != m.size:
             assemble_gguf(m, gguf)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.", dir=root))
-        try:
+        with replacing_dir(target) as tmp:
             convert_gguf(gguf, tmp)
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is for everyone on the box
             (tmp / ".complete").write_text(json.dumps({"alias": alias, "gguf_sha256": m.sha256}) + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -44,7 +44,7 @@ from thinksearch import format as fmt
 from thinksearch import models
 from thinksearch.config import TrainConfig
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import read_json, read_text, write_json_atomic, write_text_atomic
+from thinksearch.files import read_json, read_text, replacing_dir, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -1321,16 +1321,8 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None,
     if (adir / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(adir))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with replacing_dir(out) as tmp:
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_json_atomic(tmp / MERGED_META, {"base_model": base_ref, "adapter": str(adir), "dtype": str(target)})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
