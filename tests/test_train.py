@@ -592,27 +592,64 @@ def test_cheap_token_rows_give_peft_s_loss_and_gradients(tiny_model_dir, data_fi
         assert (g1[n] - g2[n]).abs().max() <= 1e-6 + 1e-5 * g2[n].abs().max(), n
 
 
-def test_cheap_dropout_drops_independently_with_p_and_keeps_the_expectation():
+def test_keep_mask_keeps_each_element_independently_with_1_minus_p():
+    import torch
+
+    torch.manual_seed(0)
+    kept = tr.keep_mask(torch.empty(1000, 1001), 0.05).float()  # odd size: the last 64-bit draw is partly used
+    assert abs(1 - kept.mean().item() - 0.05) < 0.002  # 1M draws: 4.5 standard deviations
+    # No pattern along rows or columns (a mask reused across positions would show here).
+    assert kept.mean(0).std() < 0.02 and kept.mean(1).std() < 0.02
+
+
+def _lora_pair(p: float):
+    """Two identical LoRA models (random B, so the adapter is not a no-op), the first patched."""
+    import copy
+
     import torch
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 8)),
-                           LoraConfig(r=4, target_modules=["0", "1"], lora_dropout=0.05))
-    assert tr.cheap_dropout(model) == 2
-    drop = model.base_model.model[0].lora_dropout["default"]
-    assert isinstance(drop, torch.nn.Dropout) and drop.p == 0.05
     torch.manual_seed(0)
-    x = (torch.rand(1000, 1001) + 1).requires_grad_()  # an odd size: the last 64-bit draw is partly used
-    y = drop(x)
-    kept = y != 0
-    assert abs(1 - kept.float().mean().item() - 0.05) < 0.002  # 1M draws: 4.5 standard deviations
-    assert torch.allclose(y[kept], x[kept] / 0.95)
-    # No pattern along rows or columns (a mask reused across positions would show here).
-    assert kept.float().mean(0).std() < 0.02 and kept.float().mean(1).std() < 0.02
-    y.sum().backward()
-    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.95))
-    drop.eval()
-    assert drop(x) is x
+    base = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Linear(40, 8))
+    ours = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["0", "1"], lora_dropout=p,
+                                           init_lora_weights=False))
+    theirs = copy.deepcopy(ours)
+    assert tr.cheap_lora(ours) == 2
+    return ours, theirs
+
+
+def test_cheap_lora_gives_peft_s_outputs_and_gradients():
+    import torch
+
+    ours, theirs = _lora_pair(0.0)
+    x = torch.randn(5, 24)
+    got = []
+    for model in (ours, theirs):
+        model.train()
+        out = model(x)
+        out.square().sum().backward()
+        got.append((out, {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (o1, g1), (o2, g2) = got
+    assert torch.allclose(o1, o2, atol=1e-6) and g1.keys() == g2.keys() and len(g1) == 4
+    for n in g1:
+        assert torch.allclose(g1[n], g2[n], atol=1e-5), n
+
+
+def test_cheap_lora_dropout_keeps_the_expectation():
+    import torch
+
+    ours, theirs = _lora_pair(0.3)
+    x = torch.randn(5, 24)
+    ours.eval(), theirs.eval()
+    expected = theirs(x)
+    assert torch.allclose(ours(x), expected, atol=1e-6)  # no dropout outside training
+    ours.train()
+    first = ours.base_model.model[0]
+    with torch.no_grad():
+        draws = torch.stack([first(x) for _ in range(4000)])
+    assert not torch.allclose(draws[0], draws[1])  # dropout is on
+    # Inverted dropout: the mean over masks is the output without dropout.
+    assert torch.allclose(draws.mean(0), theirs.base_model.model[0](x), atol=0.05)
 
 
 def test_sparse_head_chunks_give_the_same_loss_and_gradient():

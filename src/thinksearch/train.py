@@ -729,41 +729,56 @@ def cheap_token_rows(model: Any) -> None:
             module.forward = types.MethodType(forward, module)
 
 
-def cheap_dropout(model: Any) -> int:
-    """Give every LoRA dropout of ``model`` a mask drawn 16 bits at a time; returns how many were swapped.
+def keep_mask(x: Any, p: float) -> Any:
+    """A dropout keep-mask for ``x``: each element kept independently with probability 1 - p.
 
-    On a CPU, ``nn.Dropout`` draws one 32-bit random number per element from a sequential
-    generator: with LoRA's dropout on all seven projections of every layer, that was the largest
-    single cost of a training step after the matmuls (23 percent of a step's CPU time, 0.5B model,
-    rows of about 650 tokens). Four 16-bit keep/drop draws from each 64-bit number make the
-    mask 2.2x cheaper. Each element is still dropped independently, with probability ``p``
-    rounded to a multiple of 1/65536 (0.05 becomes 0.050003), and the rest scaled by 1/(1-p).
+    ``nn.Dropout`` on a CPU draws one 32-bit random number per element from a sequential
+    generator; here each 64-bit draw gives four 16-bit ones, which makes the mask 2.2x cheaper
+    (p is rounded to a multiple of 1/65536: 0.05 becomes 0.050003).
     """
     import torch
 
-    class CheapDropout(torch.nn.Dropout):
-        def __init__(self, p: float) -> None:
-            super().__init__(p)
-            self.threshold = -32768 + round(p * 65536)  # int16 draws at or above it keep their element
+    n = x.numel()
+    bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+    return bits.view(torch.int16)[:n].view(x.shape) >= -32768 + round(p * 65536)
 
-        def forward(self, x: Any) -> Any:
-            if not self.training or self.p == 0.0:
-                return x
-            n = x.numel()
-            bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-            keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
-            return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0)
 
-    swapped = 0
-    for module in model.modules():
-        drops = getattr(module, "lora_dropout", None)
-        if not isinstance(drops, torch.nn.ModuleDict):
-            continue
-        for name, drop in drops.items():
-            if type(drop) is torch.nn.Dropout and 0.0 < drop.p < 1.0:
-                drops[name] = CheapDropout(drop.p).train(drop.training)
-                swapped += 1
-    return swapped
+def cheap_lora(model: Any) -> int:
+    """Run every plain LoRA linear layer of ``model`` with fewer passes over its activations; returns how many.
+
+    PEFT computes ``base(x) + B(A(dropout(x))) * scaling``: the dropout draws one random number
+    per input element and scales the whole input by 1/(1-p), and ``scaling`` multiplies the
+    whole output, all of it again in the backward pass. With LoRA on all seven projections of
+    every layer those passes cost more on a CPU than the adapter's matmuls (0.5B model: the
+    dropout alone was 23 percent of a step). Here the mask comes from :func:`keep_mask`, and
+    both scales multiply the rank-r activations, which is the same value (the adapter is
+    linear) over 16 columns instead of up to 4,864. Anything unusual (merged, several adapters,
+    DoRA or another variant, extra arguments) keeps PEFT's own forward.
+    """
+    import types
+
+    import torch
+    from peft.tuners.lora.layer import Linear
+
+    def forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        active = self.active_adapters
+        name = active[0] if len(active) == 1 else None
+        drop = self.lora_dropout[name] if name in self.lora_A else None
+        if (self.disable_adapters or self.merged or args or kwargs or drop is None or name in self.lora_variant
+                or not isinstance(drop, (torch.nn.Dropout, torch.nn.Identity))):
+            return type(self).forward(self, x, *args, **kwargs)
+        result = self.base_layer(x)
+        x = self._cast_input_dtype(x, self.lora_A[name].weight.dtype)
+        scale = self.scaling[name]
+        if self.training and isinstance(drop, torch.nn.Dropout) and drop.p > 0:
+            x = torch.where(keep_mask(x, drop.p), x, 0)
+            scale = scale / (1.0 - drop.p)
+        return (result + self.lora_B[name](self.lora_A[name](x) * scale)).to(result.dtype)
+
+    layers = [m for m in model.modules() if isinstance(m, Linear)]
+    for module in layers:
+        module.forward = types.MethodType(forward, module)
+    return len(layers)
 
 
 def _trainer_class() -> type:
@@ -783,8 +798,8 @@ def _trainer_class() -> type:
             if self.sparse:
                 add_sparse_head(self.model.get_base_model())
                 cheap_token_rows(self.model)  # the head's output is only the trained positions here
-            if self.args.device.type == "cpu":  # GPUs draw dropout masks in parallel already
-                cheap_dropout(self.model)
+            if self.args.device.type == "cpu":  # on a GPU those passes are cheap and fused kernels exist
+                cheap_lora(self.model)
             if self.sparse and self.autocast_dtype is not None:
                 # PEFT casts each LoRA input to the adapter's fp32 and autocast casts it straight
                 # back: two copies of every projection's input per pass. Our forward always runs
