@@ -156,7 +156,7 @@ def http_config(folder: Path, server: Server, **kw) -> SynthConfig:
     teacher = TeacherConfig(backend="openai", model="scripted", base_url=server.base_url, timeout_s=0.6,
                             max_retries=3, backoff_s=0.01, backoff_max_s=0.05, concurrency=8)
     base = dict(write_pools(folder), output=str(folder / "data.jsonl"), num_thinking=THINKING_ROWS,
-                num_search=SEARCH_ROWS, batch_size=6, teacher=teacher)
+                num_search=SEARCH_ROWS, batch_size=6, teacher=teacher, decision_line=True)
     return SynthConfig(**{**base, **kw})
 
 

@@ -280,7 +280,7 @@ def decided(kind: str, trace: str, cfg: "SynthConfig") -> str:
     """``trace`` opened with the decision line of ``kind`` when ``cfg.decision_line`` is set.
 
     >>> from thinksearch.config import SynthConfig
-    >>> decided("search", "金价每天都在变。", SynthConfig())
+    >>> decided("search", "金价每天都在变。", SynthConfig(decision_line=True))
     '这个问题要用到会变化的最新信息，需要搜索。\\n金价每天都在变。'
     """
     return f"{DECISION_LINES[kind]}\n{trace}" if cfg.decision_line else trace
