@@ -668,6 +668,27 @@ def test_sparse_head_chunks_give_the_same_loss_and_gradient():
     assert torch.allclose(whole, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cross_entropy_matches_torch(dtype):
+    import torch
+
+    torch.manual_seed(0)
+    logits = (torch.randn(21, 300) * 4).to(getattr(torch, dtype)).requires_grad_()
+    target = torch.randint(0, 300, (21,))
+    target[:5] = logits[:5].detach().argmax(-1)  # some hits for sure
+    before = logits.detach().clone()
+    loss, hits = tr._cross_entropy().apply(logits, target)
+    (grad,) = torch.autograd.grad(loss * 0.5, logits)
+    ref = logits.detach().float().requires_grad_()
+    expected = torch.nn.functional.cross_entropy(ref, target, reduction="sum")
+    (expected_grad,) = torch.autograd.grad(expected * 0.5, ref)
+    assert torch.allclose(loss, expected, rtol=1e-5)
+    assert grad.dtype == logits.dtype and torch.equal(logits.detach(), before)
+    tol = 1e-6 if dtype == "float32" else 4e-3
+    assert torch.allclose(grad.float(), expected_grad, atol=tol)
+    assert int(hits) == int((logits.detach().argmax(-1) == target).sum()) >= 5
+
+
 def test_more_bad_inputs_each_get_one_line(tiny_model_dir, run, data_file, tmp_path):
     import torch
 
