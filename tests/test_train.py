@@ -687,6 +687,9 @@ def test_cross_entropy_matches_torch(dtype):
     tol = 1e-6 if dtype == "float32" else 4e-3
     assert torch.allclose(grad.float(), expected_grad, atol=tol)
     assert int(hits) == int((logits.detach().argmax(-1) == target).sum()) >= 5
+    none = torch.zeros(0, 300, requires_grad=True)  # a batch without trained positions
+    empty, _ = tr._cross_entropy().apply(none, torch.zeros(0, dtype=torch.long))
+    assert float(empty) == 0 and torch.autograd.grad(empty, none)[0].shape == (0, 300)
 
 
 def test_more_bad_inputs_each_get_one_line(tiny_model_dir, run, data_file, tmp_path):

@@ -634,7 +634,8 @@ def _callbacks() -> tuple[type, type]:
 HEAD_CHUNK = 2048
 
 
-# Rows of logits per pass of the cross-entropy below: 8 x 151,936 fp32 values (4.9 MB) stay in cache.
+# Rows of logits per pass of the cross-entropy below on a CPU: 8 x 151,936 fp32 values (4.9 MB)
+# stay in cache. A GPU takes all rows in one pass (a loop would be many small kernel launches).
 CE_ROWS = 8
 
 
@@ -656,13 +657,15 @@ def _cross_entropy() -> Any:
 
         @staticmethod
         def forward(ctx: Any, logits: Any, target: Any) -> tuple[Any, Any]:
-            lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+            n = logits.shape[0]
+            step = ctx.step = CE_ROWS if logits.is_cpu else max(n, 1)
+            lse = torch.empty(n, dtype=torch.float32, device=logits.device)
             top = torch.empty_like(lse)
             with torch.autocast(logits.device.type, enabled=False):
-                for s in range(0, logits.shape[0], CE_ROWS):
-                    part = logits[s:s + CE_ROWS].float()
-                    top[s:s + CE_ROWS] = part.amax(-1)
-                    lse[s:s + CE_ROWS] = torch.logsumexp(part, -1)
+                for s in range(0, n, step):
+                    part = logits[s:s + step].float()
+                    top[s:s + step] = part.amax(-1)
+                    lse[s:s + step] = torch.logsumexp(part, -1)
             picked = logits.gather(1, target[:, None]).squeeze(1).float()
             ctx.save_for_backward(logits, target, lse)
             hits = (picked >= top).sum()  # the target is the top-1 (ties aside: argmax picks one)
@@ -672,14 +675,14 @@ def _cross_entropy() -> Any:
         @staticmethod
         def backward(ctx: Any, grad: Any, _hits: Any) -> tuple[Any, None]:
             logits, target, lse = ctx.saved_tensors
-            out = torch.empty_like(logits)
-            rows = torch.arange(min(CE_ROWS, logits.shape[0]), device=logits.device)
-            for s in range(0, logits.shape[0], CE_ROWS):
+            out, step = torch.empty_like(logits), ctx.step
+            rows = torch.arange(min(step, logits.shape[0]), device=logits.device)
+            for s in range(0, logits.shape[0], step):
                 # A fresh fp32 copy even for fp32 logits: the saved logits must not change.
-                part = logits[s:s + CE_ROWS].to(torch.float32, copy=True)
-                part.sub_(lse[s:s + CE_ROWS, None]).exp_()  # softmax
-                part[rows[:part.shape[0]], target[s:s + CE_ROWS]] -= 1
-                out[s:s + CE_ROWS] = part.mul_(grad)
+                part = logits[s:s + step].to(torch.float32, copy=True)
+                part.sub_(lse[s:s + step, None]).exp_()  # softmax
+                part[rows[:part.shape[0]], target[s:s + step]] -= 1
+                out[s:s + step] = part.mul_(grad)
             return out, None
 
     return CrossEntropy
