@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -468,7 +469,7 @@ def test_corrupted_checkpoint_is_detected_with_a_clear_message(killed_run, tmp_p
     size = target.stat().st_size
     with open(target, "r+b") as fh:
         fh.truncate(size // 2)
-    older = [p.name for p in tr._checkpoints(ckdir) if p != newest and (p / tr.SEAL_FILE).exists()]
+    older = [p.name for p in tr.list_checkpoints(ckdir) if p != newest and (p / tr.SEAL_FILE).exists()]
     with pytest.raises(ThinksearchError) as e:
         tr.train(cfg, resume=True)
     assert str(e.value) == (f"checkpoint {newest} is corrupted: optimizer.pt is truncated ({size // 2} of {size} "
@@ -536,8 +537,37 @@ def test_train_help_lists_the_recipe_defaults():
 def test_module_doctests():
     import doctest
 
-    result = doctest.testmod(tr)
-    assert result.attempted > 0 and result.failed == 0
+    from thinksearch.train import build, checkpoints, data, merging, run
+
+    results = [doctest.testmod(m) for m in (tr, data, checkpoints, build, run, merging)]
+    assert sum(r.attempted for r in results) > 0 and sum(r.failed for r in results) == 0
+
+
+def test_importing_the_package_imports_no_torch():
+    """The modules that subclass torch/transformers/trl classes load only when a run builds its trainer."""
+    code = ("import sys, thinksearch.train as t; t.train, t.merge, t.encode; "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules)); "
+            "t.keep_mask; print('torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "True"]  # and the lazy names do load when asked for
+
+
+def test_peft_outside_the_tested_versions_is_refused_in_one_line():
+    from importlib.metadata import version
+
+    tr.require_supported_peft()  # the installed one is supported
+    for bad in ("0.22.0", "0.20.3", "1.0.0"):
+        with pytest.raises(ThinksearchError) as e:
+            tr.require_supported_peft(bad)
+        assert str(e.value) == (f"peft {bad} is installed, but training patches PEFT internals and is tested with "
+                                f"peft{tr.SUPPORTED_PEFT}; install a supported version: "
+                                f"pip install 'peft{tr.SUPPORTED_PEFT}'")
+    tr.require_supported_peft("0.21.9")
+    assert version("peft").startswith("0.21.")
+    # pyproject.toml states the same bound as the check.
+    pyproject = (SRC.parent / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.findall(r'"(peft[^"]*)"', pyproject) == [f"peft{tr.SUPPORTED_PEFT}"]
 
 
 def test_sparse_head_matches_trls_fused_head(tiny_model_dir, data_file, tmp_path):
@@ -664,12 +694,17 @@ def test_sparse_head_chunks_give_the_same_loss_and_gradient():
     parts, hits2 = tr.sparse_head_loss(head, hidden, target, chunk=10)
     (g2,) = torch.autograd.grad(parts, hidden)
     assert torch.allclose(whole, parts, atol=1e-5) and torch.allclose(g1, g2, atol=1e-6) and hits == hits2
+    one_block, hits3 = tr.sparse_head_loss(head, hidden, target, chunk=100, block_rows=37)  # as on a GPU
+    (g3,) = torch.autograd.grad(one_block, hidden)
+    assert torch.allclose(whole, one_block, atol=1e-5) and torch.allclose(g1, g3, atol=1e-6) and hits == hits3
     expected = torch.nn.functional.cross_entropy(head(hidden), target, reduction="sum")
     assert torch.allclose(whole, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("block", [None, 1, "all"], ids=["cpu-default", "one-row", "all-rows-as-on-a-gpu"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cross_entropy_matches_torch(dtype):
+def test_cross_entropy_matches_torch(dtype, block):
+    """Every block size, including the single block of all rows that a GPU takes, gives torch's values."""
     import torch
 
     torch.manual_seed(0)
@@ -677,7 +712,8 @@ def test_cross_entropy_matches_torch(dtype):
     target = torch.randint(0, 300, (21,))
     target[:5] = logits[:5].detach().argmax(-1)  # some hits for sure
     before = logits.detach().clone()
-    loss, hits = tr._cross_entropy().apply(logits, target)
+    block_rows = logits.shape[0] if block == "all" else block
+    loss, hits = tr.cross_entropy(logits, target, block_rows)
     (grad,) = torch.autograd.grad(loss * 0.5, logits)
     ref = logits.detach().float().requires_grad_()
     expected = torch.nn.functional.cross_entropy(ref, target, reduction="sum")
@@ -688,7 +724,7 @@ def test_cross_entropy_matches_torch(dtype):
     assert torch.allclose(grad.float(), expected_grad, atol=tol)
     assert int(hits) == int((logits.detach().argmax(-1) == target).sum()) >= 5
     none = torch.zeros(0, 300, requires_grad=True)  # a batch without trained positions
-    empty, _ = tr._cross_entropy().apply(none, torch.zeros(0, dtype=torch.long))
+    empty, _ = tr.cross_entropy(none, torch.zeros(0, dtype=torch.long), None if block is None else 1)
     assert float(empty) == 0 and torch.autograd.grad(empty, none)[0].shape == (0, 300)
 
 
