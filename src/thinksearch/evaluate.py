@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,8 +48,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.config import EvalConfig, to_dict
-from thinksearch.errors import ConfigError, ThinksearchError
+from thinksearch.errors import ThinksearchError
 from thinksearch.files import read_text, write_text_atomic
+from thinksearch.refs import ModelSpec, parse_model_spec, parse_model_specs  # noqa: F401  (parse_model_spec: public here too)
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.generation import Completion, Sampling
@@ -64,7 +64,6 @@ REFERENCE = {
     "search": {"hits": 22, "n": 30},
 }
 REPORT_VERSION = 1
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 # ============================================================================ eval questions
@@ -228,51 +227,6 @@ def subsample(items: Sequence[EvalItem], limit_per_type: int | None, seed: int) 
         idx = [i for i, it in enumerate(items) if it.type == t]
         keep.update(idx if len(idx) <= limit_per_type else rng.sample(idx, limit_per_type))
     return [it for i, it in enumerate(items) if i in keep]
-
-
-# ============================================================================ model specs
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model under evaluation: a short name for the reports, and its reference."""
-
-    name: str
-    ref: str
-
-
-def parse_model_spec(text: str) -> ModelSpec:
-    """``NAME=REF``, or a bare ``REF`` (named after its last path part).
-
-    >>> parse_model_spec("tuned=qwen2.5-coder-0.5b-instruct+runs/train/adapter")
-    ModelSpec(name='tuned', ref='qwen2.5-coder-0.5b-instruct+runs/train/adapter')
-    >>> parse_model_spec("runs/train/adapter").name
-    'adapter'
-    """
-    text = text.strip()
-    name, sep, ref = text.partition("=")
-    if not sep:
-        ref = text
-        name = Path(ref.rsplit("+", 1)[-1].rstrip("/")).name or ref
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-") or "model"
-    name, ref = name.strip(), ref.strip()
-    if not ref:
-        raise ConfigError(f"model {text!r} has no reference after '=' (expected NAME=REF)")
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"model name {name!r} must be letters, digits, '_', '.', '-' (expected NAME=REF)")
-    return ModelSpec(name, ref)
-
-
-def parse_model_specs(texts: Sequence[str]) -> list[ModelSpec]:
-    """Every spec parsed; names must differ (they name the report rows and output files)."""
-    if not texts:
-        raise ConfigError("no model to evaluate (give --model NAME=REF)")
-    specs = [parse_model_spec(t) for t in texts]
-    names = [s.name for s in specs]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise ConfigError(f"two models are named {dup!r}; name each one: --model NAME=REF")
-    return specs
 
 
 # ============================================================================ per-question flags
@@ -665,7 +619,7 @@ def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: 
 
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     stop = (fmt.TOOL_CLOSE,)
-    eos = sorted({*generation._eos_ids(tokenizer), _single_token(tokenizer, fmt.TOOL_CLOSE)} - {None})
+    eos = sorted({*generation.eos_ids(tokenizer), _single_token(tokenizer, fmt.TOOL_CLOSE)} - {None})
     page = 16
     longest = max(len(e) for e in encoded) + sampling.max_new_tokens
     # Size the paged KV cache for what can be in flight; left to itself, transformers sizes it
@@ -708,7 +662,7 @@ def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: 
         def finish(result: Any) -> None:
             left.discard(result.request_id)
             i = int(result.request_id[1:])
-            text, reason, n = generation._finish(tokenizer, list(result.generated_tokens), stop)
+            text, reason, n = generation.finish(tokenizer, list(result.generated_tokens), stop)
             c = generation.Completion(text, reason, len(encoded[i]), n, 0.0)
             start, end = result.lifespan
             emit([_record(items[i], c, key, batch_id, batch_size, end - start, end - t0)])
