@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import replacing_dir
+from thinksearch.files import load_json, replacing_dir
 from thinksearch.refs import (  # noqa: F401  (the alias catalogue is also reached as models.X)
     DEFAULT_ALIAS,
     OFFLINE_MODELS,
@@ -239,8 +239,8 @@ def adapter_base(adapter_dir: Path) -> str:
     """The base model reference an adapter was trained on."""
     meta = adapter_dir / ADAPTER_META
     if meta.is_file():
-        return json.loads(meta.read_text(encoding="utf-8"))["base_model"]
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        return load_json(meta, "adapter metadata")["base_model"]
+    cfg = load_json(adapter_dir / "adapter_config.json", "adapter config")
     base = cfg.get("base_model_name_or_path")
     if not base:
         raise ThinksearchError(f"adapter '{adapter_dir}' does not say which base model it was trained on")
@@ -349,7 +349,7 @@ def apply_adapter(model: Any, adapter_dir: str) -> Any:
 
     meta = Path(adapter_dir) / ADAPTER_META
     if meta.is_file():
-        want = json.loads(meta.read_text(encoding="utf-8")).get("base_signature")
+        want = load_json(meta, "adapter metadata").get("base_signature")
         have = base_signature(model.config)
         if want and want != have:
             diff = ", ".join(f"{k} {want.get(k)} vs {have.get(k)}" for k in have if want.get(k) != have.get(k))
