@@ -67,9 +67,9 @@ def jsonl_items(text: str, path: str | Path, errors: Literal["raise", "skip", "k
     left out (``"skip"``), or comes back as an :class:`InvalidJson` in place of the value
     (``"keep"``, for callers that count bad rows).
 
-    >>> list(jsonl_items('{"a": 1}\n\n[2]\n', "x.jsonl"))
+    >>> list(jsonl_items('{"a": 1}\\n\\n[2]\\n', "x.jsonl"))
     [(1, {'a': 1}), (3, [2])]
-    >>> list(jsonl_items('{"a": 1}\n{"a": ', "x.jsonl", errors="skip"))
+    >>> list(jsonl_items('{"a": 1}\\n{"a": ', "x.jsonl", errors="skip"))
     [(1, {'a': 1})]
     """
     for n, line in enumerate(text.splitlines(), 1):
@@ -91,7 +91,7 @@ def json_array_items(text: str, path: str | Path) -> Iterator[tuple[int, Any]]:
 
     A break in the array is an error naming its line: nothing after it can be read.
 
-    >>> list(json_array_items('[\n {"a": 1},\n 2\n]', "x.json"))
+    >>> list(json_array_items('[\\n {"a": 1},\\n 2\\n]', "x.json"))
     [(2, {'a': 1}), (3, 2)]
     """
     decoder = json.JSONDecoder()
