@@ -9,6 +9,7 @@ import re
 import pytest
 
 from thinksearch import evaluate as ev
+from thinksearch.evaluate import reports
 from thinksearch import format as fmt
 from thinksearch.cli import main
 from thinksearch.config import EvalConfig
@@ -27,8 +28,19 @@ def flags(type_: str, output: str) -> dict:
     return ev.question_flags(type_, output)
 
 
-def test_doctests():
-    assert doctest.testmod(ev).failed == 0
+@pytest.mark.parametrize("module", ["evalset", "metrics", "reports"])
+def test_doctests(module):
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"thinksearch.evaluate.{module}"))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_refs_doctests():
+    from thinksearch import refs
+
+    result = doctest.testmod(refs)
+    assert result.attempted > 0 and result.failed == 0
 
 
 # ----------------------------------------------------------------------------- flags
@@ -382,8 +394,8 @@ def test_markdown_check_catches_a_wrong_figure(tmp_path):
 
 
 def test_markdown_cells_stay_in_their_column():
-    assert ev._cell("a | b\nc") == "a \\| b c"
-    assert re.fullmatch(r".{79}…", ev._cell("x" * 200, 80))
+    assert reports._cell("a | b\nc") == "a \\| b c"
+    assert re.fullmatch(r".{79}…", reports._cell("x" * 200, 80))
 
 
 def test_non_utf8_eval_file_names_the_line(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from thinksearch import format as fmt
-from thinksearch.generation import Sampling, _finish, generate, stream
+from thinksearch.generation import Sampling, finish, generate, stream
 
 
 def prompts(tokenizer, questions):
@@ -35,12 +35,12 @@ def test_length_finish_and_sampling_seed(tiny):
 def test_finish_cuts_at_stop_and_end_of_turn(tiny_tokenizer):
     tok = tiny_tokenizer
     ids = tok("<thinking>\nx\n</thinking>\n<tool_call>\n{}\n</tool_call>trailing", add_special_tokens=False)["input_ids"]
-    text, reason, n = _finish(tok, ids, ["</tool_call>"])
+    text, reason, n = finish(tok, ids, ["</tool_call>"])
     assert text.endswith("</tool_call>") and reason == "stop"
     ids = tok("答案", add_special_tokens=False)["input_ids"] + [tok.eos_token_id, tok.pad_token_id]
-    text, reason, n = _finish(tok, ids, ["</tool_call>"])
+    text, reason, n = finish(tok, ids, ["</tool_call>"])
     assert (text, reason, n) == ("答案", "stop", len(ids) - 1)
-    text, reason, _ = _finish(tok, tok("答案", add_special_tokens=False)["input_ids"], [])
+    text, reason, _ = finish(tok, tok("答案", add_special_tokens=False)["input_ids"], [])
     assert reason == "length"
 
 

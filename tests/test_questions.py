@@ -109,7 +109,7 @@ def test_read_txt_jsonl_json(tmp_path):
         ("empty.txt", b"# only a comment\n\n", "question file {p} holds no questions"),
         ("latin.txt", "第一题\n".encode("utf-8") + b"caf\xe9\n",
          "{p}:2: not valid UTF-8 (byte 0xe9); save the file as UTF-8"),
-        ("bad.jsonl", b'{"question": "a"}\n\n{"question": "b",}\n', "{p}:3: invalid JSON (Expecting property name enclosed in double quotes, column 18)"),
+        ("bad.jsonl", b'{"question": "a"}\n\n{"question": "b",}\n', "{p}:3: invalid JSON: Expecting property name enclosed in double quotes (column 18)"),
         ("field.jsonl", b'{"question": "a"}\n{"q": "b"}\n', "{p}:2: expected an object with a string 'question' field"),
     ],
 )

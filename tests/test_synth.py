@@ -404,7 +404,7 @@ def test_cli_malformed_jsonl(tmp_path, capsys, pools):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "北京天气？"}\n{"question": "上海天气？"\n', encoding="utf-8")
     code, msg = run_cli(capsys, "--search-questions", str(bad), "--num-thinking", "0", "--eval-questions", "null")
-    assert code == 2 and msg.startswith(f"error: {bad}:2: invalid JSON (")
+    assert code == 2 and msg.startswith(f"error: {bad}:2: invalid JSON: ")
 
 
 def test_cli_missing_eval_file(tmp_path, capsys, pools):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar
 
 from thinksearch.errors import ConfigError
+from thinksearch.refs import has_adapter, parse_model_specs
 
 T = TypeVar("T")
 
@@ -662,7 +663,7 @@ class AgentConfig:
             raise invalid("max_new_tokens", f"must be below --context-tokens ({self.context_tokens}), got {self.max_new_tokens}")
         if self.engine == "openai" and not self.base_url:
             raise invalid("base_url", "the openai engine needs the endpoint's URL, e.g. http://127.0.0.1:8000/v1")
-        if self.engine in ("openai", "llamacpp") and (self.adapter or "+" in self.model and not Path(self.model).exists()):
+        if self.engine in ("openai", "llamacpp") and (self.adapter or has_adapter(self.model)):
             raise invalid("adapter", f"the {self.engine} engine cannot put a LoRA adapter on the model; "
                           "serve the adapter at the endpoint (vLLM --lora-modules) or use a merged model")
         if self.system_prompt is not None and not self.system_prompt.strip():
@@ -746,8 +747,6 @@ class EvalConfig:
             raise invalid("data", "empty path")
         if not self.output_dir.strip():
             raise invalid("output_dir", "empty path")
-        from thinksearch.evaluate import parse_model_specs  # evaluate imports this module
-
         try:
             parse_model_specs(self.models)
         except ConfigError as e:

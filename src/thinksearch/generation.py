@@ -42,7 +42,8 @@ class Completion:
     """Wall time of the batch this completion was generated in."""
 
 
-def _eos_ids(tokenizer: Any) -> list[int]:
+def eos_ids(tokenizer: Any) -> list[int]:
+    """Token ids that end a turn: the tokenizer's eos and whichever end-of-turn tokens it has."""
     ids = {tokenizer.eos_token_id}
     for tok in END_OF_TURN:
         tid = tokenizer.convert_tokens_to_ids(tok)
@@ -54,7 +55,7 @@ def _eos_ids(tokenizer: Any) -> list[int]:
 def _generate_kwargs(model: Any, tokenizer: Any, sampling: Sampling, stop: Sequence[str]) -> dict[str, Any]:
     from transformers import GenerationConfig
 
-    eos = _eos_ids(tokenizer)
+    eos = eos_ids(tokenizer)
     cfg = GenerationConfig(
         max_new_tokens=sampling.max_new_tokens,
         do_sample=sampling.temperature > 0,
@@ -69,9 +70,9 @@ def _generate_kwargs(model: Any, tokenizer: Any, sampling: Sampling, stop: Seque
     return {"generation_config": cfg, "tokenizer": tokenizer}
 
 
-def _finish(tokenizer: Any, ids: list[int], stop: Sequence[str]) -> tuple[str, Literal["stop", "length"], int]:
+def finish(tokenizer: Any, ids: list[int], stop: Sequence[str]) -> tuple[str, Literal["stop", "length"], int]:
     """Decode generated ids (special tokens kept, so tags survive), cut at the first stop."""
-    eos = set(_eos_ids(tokenizer))
+    eos = set(eos_ids(tokenizer))
     end = next((i for i, t in enumerate(ids) if t in eos), None)
     body = ids if end is None else ids[:end]
     text = tokenizer.decode(body, skip_special_tokens=False)
@@ -115,7 +116,7 @@ def generate(
         seconds = time.perf_counter() - t0
         width = batch["input_ids"].shape[1]
         for row, i in enumerate(idx):
-            text, reason, n = _finish(tokenizer, out[row, width:].tolist(), stop)
+            text, reason, n = finish(tokenizer, out[row, width:].tolist(), stop)
             results[i] = Completion(text, reason, len(encoded[i]), n, seconds)
     return results  # type: ignore[return-value]
 

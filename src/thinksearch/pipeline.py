@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from thinksearch.config import RunConfig
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import read_json, write_json_atomic, write_text_atomic
+from thinksearch.files import jsonl_items, read_json, read_text, write_json_atomic, write_text_atomic
 
 STATE_FILE = "run_state.json"
 SUMMARY_JSON = "summary.json"
@@ -167,16 +167,10 @@ STAGES: dict[str, Callable[[RunConfig, RunPaths, Callable[[str], None], bool], s
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue  # a torn last line is synth's to repair; the summary just skips it
-            if isinstance(obj, dict):
-                rows.append(obj)
-    return rows
+    if not path.is_file():
+        return []
+    # A torn last line is synth's to repair; the summary just skips lines that do not parse.
+    return [obj for _, obj in jsonl_items(read_text(path), path, errors="skip") if isinstance(obj, dict)]
 
 
 def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -22,7 +22,6 @@ Run as: ``python -c "from thinksearch.questions import load_pool; print(load_poo
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 import unicodedata
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import read_text
+from thinksearch.files import json_array_items, jsonl_items, read_text
 
 DEFAULT_THRESHOLD = 0.7
 
@@ -244,29 +243,15 @@ def read_questions(path: str | Path) -> list[str]:
     path = Path(path)
     text = read_text(path, "question file")
     raw: list[str] = []
-    if path.suffix.lower() == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise ThinksearchError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        if suffix == ".json" and not text.lstrip().startswith("["):
+            raise ThinksearchError(f"{path}: expected a JSON array of objects with a 'question' field")
+        items = jsonl_items(text, path) if suffix == ".jsonl" else json_array_items(text, path)
+        for n, obj in items:
             q = _question_of(obj)
             if q is None:
                 raise ThinksearchError(f"{path}:{n}: expected an object with a string 'question' field")
-            raw.append(q)
-    elif path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise ThinksearchError(f"{path}:{getattr(e, 'lineno', 1)}: invalid JSON ({getattr(e, 'msg', e)})") from None
-        if not isinstance(data, list):
-            raise ThinksearchError(f"{path}: expected a JSON array of objects with a 'question' field")
-        for n, obj in enumerate(data, 1):
-            q = _question_of(obj)
-            if q is None:
-                raise ThinksearchError(f"{path}: item {n}: expected an object with a string 'question' field")
             raw.append(q)
     else:
         for line in text.splitlines():

@@ -34,9 +34,7 @@ Run as: ``thinksearch synth --config configs/quickstart.yaml``.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import signal
 import threading
@@ -47,6 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from thinksearch import files
 from thinksearch import format as fmt
 from thinksearch import questions as qs
 from thinksearch.errors import ThinksearchError
@@ -392,73 +391,10 @@ def check_citations(answer: str, n_results: int) -> tuple[str, list[str]] | Reje
 # ----------------------------------------------------------------------------- output files
 
 
-class JsonlLog:
-    """An append-only JSONL file that survives crashes.
+class JsonlLog(files.JsonlLog):
+    """synth's output and failure files: a second synth on the same file is refused naming --output."""
 
-    Each record is one ``os.write`` of a whole line followed by ``fsync``. A process killed
-    mid-write can leave a partial last line; :meth:`open` cuts it off (under an exclusive
-    lock, so two runs never write the same file at once) before anything is appended.
-    """
-
-    def __init__(self, path: str | Path, lock: bool = True):
-        self.path = Path(path)
-        self.lock = lock
-        self.fd: int | None = None
-        self.dropped_bytes = 0
-
-    def open(self) -> list[dict[str, Any]]:
-        """Open for appending; return the complete records already there."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as e:
-            raise ThinksearchError(f"cannot open {self.path} for writing: {e.strerror or e}") from None
-        if self.lock:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise ThinksearchError(f"another thinksearch synth is writing {self.path}; wait for it or pick another --output") from None
-        self.fd = fd
-        records, good = self._scan()
-        size = os.fstat(fd).st_size
-        if good < size:
-            os.ftruncate(fd, good)
-            os.fsync(fd)
-            self.dropped_bytes = size - good
-        return records
-
-    def _scan(self) -> tuple[list[dict[str, Any]], int]:
-        records: list[dict[str, Any]] = []
-        good = 0
-        with open(self.path, "rb") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.endswith(b"\n"):
-                    break  # a partial last line from a crash: dropped
-                stripped = line.strip()
-                if stripped:
-                    try:
-                        obj = json.loads(stripped)
-                    except ValueError:
-                        obj = None
-                    if not isinstance(obj, dict):
-                        raise ThinksearchError(f"{self.path}:{n}: not a JSON object (a corrupt row); remove that line and rerun")
-                    records.append(obj)
-                good += len(line)
-        return records, good
-
-    def append(self, record: dict[str, Any]) -> None:
-        assert self.fd is not None, "open() first"
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
-        os.fsync(self.fd)
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # releases the lock
-            self.fd = None
+    busy = "another thinksearch synth is writing {path}; wait for it or pick another --output"
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -466,7 +402,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ThinksearchError(f"data file not found: {path}")
-    return JsonlLog(path, lock=False)._scan()[0]
+    return files.read_log(path)
 
 
 def sibling(output: str | Path, suffix: str) -> Path:
