@@ -257,7 +257,7 @@ class TransformersEngine:
                 inner.set()
                 pieces.close()
         n = len(counted.ids)
-        eos = set(generation._eos_ids(self.tokenizer))
+        eos = set(generation.eos_ids(self.tokenizer))
         ended = stopped or bool(counted.ids and counted.ids[-1] in eos) or n < sampling.max_new_tokens
         yield Completion(text, "stop" if ended else "length", n_prompt, n, time.perf_counter() - t0)
 
