@@ -17,7 +17,7 @@ Run as: ``python -c "from thinksearch.gold import load_gold; print(len(load_gold
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,21 +113,20 @@ def _check_search_fields(row: dict[str, Any], where: str, known_passages: Iterab
         raise ThinksearchError(f"{where}: an answerable search row names its 'passages' and the key fact in 'answers'")
 
 
-def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """The rows of a JSONL file with their ``file:line``; invalid JSON names its line."""
-    rows = []
+def read_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """The rows of a JSONL file with their ``file:line``, in order; invalid JSON names its line."""
     for n, line in enumerate(read_text(Path(path), "gold file").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append((f"{path}:{n}", json.loads(line)))
+            yield f"{path}:{n}", json.loads(line)
         except json.JSONDecodeError as e:
             raise ThinksearchError(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
-    return rows
 
 
 def load_gold(path: str | Path, corpus: str | Path | None = DEFAULT_CORPUS) -> list[dict[str, Any]]:
-    """Read and check a gold file; ids must be unique. ``corpus`` None skips the passage check."""
+    """Read and check a gold file, first problem first; ids must be unique. ``corpus`` None
+    skips the passage check."""
     known = corpus_ids(corpus) if corpus is not None else None
     seen: dict[str, str] = {}
     out = []
