@@ -24,7 +24,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from thinksearch.format import THINK_CLOSE, TOOL_CLOSE, TOOL_OPEN
 
@@ -62,8 +62,9 @@ _CN_RUN = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 # A lone digit character is a number only where it counts something or names a weekday/rank:
 # "两个" is 2, but "一共" or "统一" are words, and turning them into 1 would let a gold "1"
 # match any sentence that says "一共".
-_COUNTERS = ("个种次条天年岁米元块只人名场盆倍分点号位斤克吨公里小时秒周月日张本件层辆颗支队局步项门届枚座架台部"
-             "章节句行列页度期代")
+_COUNTERS = frozenset("个种次条天年岁米元块只人名场盆倍分点号位斤克吨公小时秒周月日张本件层辆颗支队局步项门届枚座架台部"
+                      "章节句行列页度期代")
+"""Characters that may follow a lone numeral character (公 of 公里, 小 of 小时 included)."""
 _ORDINAL_BEFORE = ("第", "星期", "周", "礼拜")
 
 
@@ -72,8 +73,8 @@ def cn_to_int(text: str) -> int | None:
 
     >>> [cn_to_int(t) for t in ("十四", "二十", "两", "一百零五", "三千二百", "两万五千", "十万")]
     [14, 20, 2, 105, 3200, 25000, 100000]
-    >>> [cn_to_int(t) for t in ("四二", "千", "万一", "千万")]
-    [None, None, None, None]
+    >>> [cn_to_int(t) for t in ("四二", "二零二五", "千", "万一", "千万")]
+    [None, None, None, None, None]
     """
     if not text or any(ch not in _CN_DIGITS and ch not in _CN_UNITS and ch != "万" for ch in text):
         return None
@@ -86,28 +87,30 @@ def cn_to_int(text: str) -> int | None:
         if h is None or lo is None:
             return None
         return h * 10000 + lo
-    total, digit, seen_digit = 0, None, False
-    last_unit = 10**9
+    total, digit, last_unit = 0, None, 10**9
     for ch in text:
+        if ch in "零〇" and digit is None:
+            continue  # the placeholder in 一百零五
         if ch in _CN_DIGITS:
-            if digit is not None and digit != 0 and _CN_DIGITS[ch] != 0:
-                return None  # two digits in a row ("四二") is a code, not a number
+            if digit is not None:
+                return None  # two digits in a row ("四二", "二零二五") is a code or a year, not a count
             digit = _CN_DIGITS[ch]
-            seen_digit = True
         else:
             unit = _CN_UNITS[ch]
             if unit >= last_unit:
                 return None
             total += (1 if digit is None else digit) * unit
             digit, last_unit = None, unit
-    if digit is not None:
-        total += digit
-    return total if (seen_digit or total) else None
+    return total + (digit or 0)
 
 
 def _convert_cn(text: str) -> str:
     def repl(m: re.Match[str]) -> str:
         run = m.group(0)
+        if len(run) > 1 and run.endswith("千") and text[m.end() : m.end() + 1] in ("克", "米", "瓦"):
+            # 两千克 is 2 kg: 千 belongs to the unit here, not to the number.
+            value = cn_to_int(run[:-1])
+            return run if value is None else f"{value}千"
         if len(run) == 1:
             before = text[max(0, m.start() - 2) : m.start()]
             after = text[m.end() : m.end() + 1]
@@ -169,7 +172,7 @@ def numbers(text: str) -> list[Decimal]:
     """
     text = _CITATION.sub(" ", unicodedata.normalize("NFKC", text))
     text = _LIST_MARKER.sub(" ", text)
-    text = normalize_keep_lines(text)
+    text = _normalize_words(text)
     out = []
     for m in _NUMBER.finditer(text):
         try:
@@ -183,7 +186,7 @@ def _plain(n: Decimal) -> str:
     return format(n, "f")
 
 
-def normalize_keep_lines(text: str) -> str:
+def _normalize_words(text: str) -> str:
     """:func:`normalize` that keeps a space between words, so digits on both sides of a gap
     stay two numbers ("3 5" is not 35)."""
     return " ".join(normalize(part) for part in text.split())
@@ -278,7 +281,7 @@ def matches_gold(final: str | None, answers: Sequence[str], match: str = "any") 
     return any(hits) if match == "any" else all(hits)
 
 
-def key_fact_present(final: str | None, row: dict) -> bool | None:
+def key_fact_present(final: str | None, row: Mapping[str, Any]) -> bool | None:
     """For an answerable search row: does the final answer state its key fact? None for rows
     that carry no key fact (unanswerable ones, or rows without gold)."""
     if row.get("answerable") is False or not row.get("answers"):
