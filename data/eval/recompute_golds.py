@@ -83,6 +83,14 @@ def rope_pieces(folds: int) -> int:
     return len(cuts) + 1
 
 
+def choice_phrases(names: list[str]) -> list[str]:
+    """The ways the gold accepts for "pick this one" (a bare "A店" would also match the question)."""
+    out = []
+    for n in names:
+        out += [f"选{n}", f"选择{n}", f"去{n}", f"{n}更便宜", f"{n}更省", f"{n}更划算", f"{n}便宜", f"{n}划算"]
+    return out
+
+
 def thief(q: str) -> list[str]:
     people = "甲乙丙"
     fits = []
@@ -91,7 +99,8 @@ def thief(q: str) -> list[str]:
         if sum(said) == 1:
             fits.append(t)
     assert len(fits) == 1
-    return fits
+    t = fits[0]
+    return [f"小偷是{t}", f"{t}是小偷", f"{t}就是小偷"]
 
 
 def race_winner(q: str) -> list[str]:
@@ -101,7 +110,8 @@ def race_winner(q: str) -> list[str]:
         if rank["甲"] not in (1, 4) and rank["乙"] == 3 and rank["丙"] < rank["丁"]:
             fits.append(order[0])
     assert len(set(fits)) == 1
-    return fits[:1]
+    w = fits[0]
+    return [f"{w}第一", f"{w}是第一", f"第一名是{w}", f"{w}跑了第一", f"{w}获得第一", f"{w}得了第一"]
 
 
 def next_in_sequence(q: str) -> list[str]:
@@ -111,7 +121,7 @@ def next_in_sequence(q: str) -> list[str]:
 
 
 def balls_for_two_white(q: str) -> list[str]:
-    black, white, need = 3, 5, 2
+    black, white, need = 4, 5, 2
     # Worst case: every black ball comes out first.
     return [str(black + need)] if need <= white else []
 
@@ -136,7 +146,7 @@ def phone_plan(q: str) -> list[str]:
     a = 58 + 3 * max(0, used - 30)
     b = 88
     assert a != b
-    return ["套餐A", "A套餐"] if a < b else ["套餐B", "B套餐"]
+    return choice_phrases(["套餐A", "A套餐"] if a < b else ["套餐B", "B套餐"])
 
 
 def coat(q: str) -> list[str]:
@@ -144,7 +154,7 @@ def coat(q: str) -> list[str]:
     a = price * Decimal("0.75")
     b = price - 150 * (price // 500 > 0)
     assert a != b
-    return ["A店", num(a)] if a < b else ["B店", num(b)]
+    return choice_phrases(["A店"] if a < b else ["B店"])
 
 
 def file_read_bug(q: str) -> list[str]:
@@ -187,7 +197,7 @@ COMPUTED: dict[str, Callable[[str], list[str]]] = {
     "think-arithmetic-07": lambda q: [num(Fraction(27 - 3 * 5, 2))],
     "think-arithmetic-08": lambda q: [num(5000 * Decimal("0.92") ** 2)],
     "think-arithmetic-09": lambda q: [str(sum(range(1, 100, 2)))],
-    "think-arithmetic-10": lambda q: [num(Decimal("3.14") * 10 / Decimal("3.14"))],  # closed loop: pots = gaps
+    "think-arithmetic-10": lambda q: [num(Decimal("3.14") * 10 / Decimal("6.28"))],  # closed loop: pots = gaps
     "think-arithmetic-11": ratio_abc,
     "think-arithmetic-12": lambda q: [num(Fraction(200, 3 - 1))],
     "think-arithmetic-13": lambda q: [str((dt.date(2024, 12, 25) - dt.date(2024, 3, 1)).days)],
