@@ -141,3 +141,10 @@ def test_good_rows_load_and_duplicate_ids_and_bad_json_are_named(tmp_path):
     path.write_text("{oops\n", encoding="utf-8")
     with pytest.raises(ThinksearchError, match=r"gold.jsonl:1: invalid JSON"):
         gold.load_gold(path, CORPUS)
+
+
+def test_no_gold_is_matched_by_an_echo_of_the_question():
+    # A model that restates the question must not score: a gold "丙" in "甲乙丙中谁是小偷" would.
+    echoed = [(r["id"], a) for r in gold.load_gold(EVAL, CORPUS) for a in r.get("answers", ())
+              if matches_gold(r["question"], [a])]
+    assert not echoed
