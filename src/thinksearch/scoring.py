@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
 from thinksearch.format import THINK_CLOSE, TOOL_CLOSE, TOOL_OPEN
@@ -172,14 +172,7 @@ def numbers(text: str) -> list[Decimal]:
     """
     text = _CITATION.sub(" ", unicodedata.normalize("NFKC", text))
     text = _LIST_MARKER.sub(" ", text)
-    text = _normalize_words(text)
-    out = []
-    for m in _NUMBER.finditer(text):
-        try:
-            out.append(Decimal(m.group(0)).normalize())
-        except InvalidOperation:  # pragma: no cover - the regex only yields valid literals
-            continue
-    return out
+    return [Decimal(m.group(0)).normalize() for m in _NUMBER.finditer(_normalize_words(text))]
 
 
 def _plain(n: Decimal) -> str:
