@@ -24,7 +24,7 @@ def test_final_answer_is_the_text_after_the_last_closing_tag():
                   "<thinking>结果说是西班牙</thinking>\n2024年欧洲杯冠军是西班牙。")
     assert sc.final_answer(two_rounds) == "2024年欧洲杯冠军是西班牙。"
     assert sc.final_answer("<thinking>\n设边长为a，那么") is None  # never closed: no final answer
-    assert sc.final_answer("答案是380") is None  # no thinking block at all
+    assert sc.final_answer("答案是380") == "答案是380"  # never thinks (a base model): all of it is the answer
     assert sc.final_answer("<thinking>x</thinking>\n<tool_call>\n{}\n</tool_call>") == ""
 
 

@@ -73,7 +73,10 @@ def plan(cfg: RunConfig) -> tuple[RunConfig, RunPaths]:
     synth = dataclasses.replace(cfg.synth, output=str(paths.data), failures=str(paths.failures), search=search)
     train = dataclasses.replace(cfg.train, data=[str(paths.data)], output_dir=str(paths.adapter))
     models = [f"base={train.model}", f"tuned={train.model}+{paths.adapter}"]
-    evaluation = dataclasses.replace(cfg.eval, output_dir=str(paths.eval_dir), models=models)
+    # The eval's agent loop searches the run's own index (with the run's result cache), so
+    # tuned answers are scored against the same corpus the training rows were grounded in.
+    agent = True if cfg.eval.agent is None else cfg.eval.agent
+    evaluation = dataclasses.replace(cfg.eval, output_dir=str(paths.eval_dir), models=models, agent=agent, search=search)
     return dataclasses.replace(cfg, synth=synth, train=train, eval=evaluation), paths
 
 
@@ -223,7 +226,26 @@ def _model_figures(m: Mapping[str, Any]) -> dict[str, Any]:
         "call_valid": [m["overall"]["call_valid"], m["overall"]["call_attempts"]],
         "thinking_well_formed": [m["overall"]["thinking_well_formed"], m["overall"]["n"]],
         "tokens_per_s": m["speed"]["tokens_per_s"],
+        "answers": {k: m.get("answers", {}).get(k) for k in ANSWER_FIGURES},
     }
+
+
+# The answer figures the summary prints, in order, with their labels (report.md has them all).
+ANSWER_FIGURES = {
+    "thinking_accuracy": "thinking answers right (gold)",
+    "grounded_answer": "search answers with the key fact",
+    "abstention_unanswerable": "abstains when results lack it",
+    "answers_with_unsupported_numbers": "search answers with unsupported numbers",
+    "confidently_wrong": "confidently wrong (no search, no abstention)",
+}
+
+
+def _ci(p: Any) -> str:
+    """``k/n (rate%, 95% CI lo–hi%)`` of a proportion from the report."""
+    if not p or not p.get("n"):
+        return "–"
+    lo, hi = p["ci95"]
+    return f"{p['k']}/{p['n']} ({100 * p['rate']:.1f}%, 95% CI {100 * lo:.0f}–{100 * hi:.0f}%)"
 
 
 def _frac(pair: Any) -> str:
@@ -257,6 +279,9 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"{name}: false-search / missed-search", f"{_pct(m['false_search_rate'])} / {_pct(m['missed_search_rate'])}"))
         rows.append((f"{name}: valid tool calls", _frac(m["call_valid"])))
         rows.append((f"{name}: well-formed thinking", _frac(m["thinking_well_formed"])))
+        for key, label in ANSWER_FIGURES.items():
+            if (m.get("answers") or {}).get(key):
+                rows.append((f"{name}: {label}", _ci(m["answers"][key])))
     for stage, st in summary.get("stages", {}).items():
         rows.append((f"time: {stage}", f"{st.get('seconds', 0) / 60:.1f} min ({st.get('status')})"))
     return rows

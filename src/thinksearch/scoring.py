@@ -3,8 +3,9 @@
 Everything here is pure Python on strings, so the synth gate (is this sample right?) and the
 eval (is this answer right?) give the same verdict on the same text:
 
-- :func:`final_answer`: the text after ``</thinking>`` (None when the model never closed it;
-  that is scored as "no final answer", not as an error);
+- :func:`final_answer`: the text after ``</thinking>`` (None when the model opened it and never
+  closed it: that is scored as "no final answer", not as an error; a model that never thinks,
+  like an untuned base model, is scored on its whole reply);
 - :func:`normalize`: the comparison form (NFKC, case, spaces, thousands separators, small
   Chinese numerals);
 - :func:`matches_gold`: does a final answer hold the accepted answers (``match`` any / all);
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
-from thinksearch.format import THINK_CLOSE, TOOL_CLOSE, TOOL_OPEN
+from thinksearch.format import THINK_CLOSE, THINK_OPEN, TOOL_CLOSE, TOOL_OPEN
 
 MATCH_MODES = ("any", "all")
 
@@ -34,22 +35,24 @@ MATCH_MODES = ("any", "all")
 
 
 def final_answer(output: str) -> str | None:
-    """The text after the last ``</thinking>``, tool-call blocks removed; None without one.
+    """What the model finally says: the text after the last ``</thinking>``, tool-call blocks removed.
 
     The last one, because an agent transcript may hold a ``<thinking>`` per round and the
-    answer follows the final one.
+    answer follows the final one. An output that never opens ``<thinking>`` (a base model,
+    or a turn after the search results) is all answer; one that opens it and never closes it
+    has no final answer (None).
 
     >>> final_answer("<thinking>\\n3×4=12\\n</thinking>\\n答案是12。")
     '答案是12。'
     >>> final_answer("<thinking>\\n设边长为a") is None
     True
-    >>> final_answer("<thinking>x</thinking><tool_call>{}</tool_call>")
-    ''
+    >>> final_answer("<thinking>x</thinking><tool_call>{}</tool_call>"), final_answer("答案是12。")
+    ('', '答案是12。')
     """
     end = output.rfind(THINK_CLOSE)
-    if end < 0:
+    if end < 0 and THINK_OPEN in output:
         return None
-    rest = output[end + len(THINK_CLOSE) :]
+    rest = output[end + len(THINK_CLOSE) :] if end >= 0 else output
     rest = re.sub(re.escape(TOOL_OPEN) + r".*?(?:" + re.escape(TOOL_CLOSE) + r"|$)", "", rest, flags=re.S)
     return rest.strip()
 

@@ -46,7 +46,7 @@ def _record(item: EvalItem, c: "Completion", key: str, batch_id: str, batch_size
         "system": item.system, "output": c.text, "finish_reason": c.finish_reason,
         "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
         "latency_s": round(latency, 4), "batch_id": batch_id, "batch_size": batch_size,
-        "elapsed_s": round(elapsed, 4), "key": key,
+        "elapsed_s": round(elapsed, 4), "key": key, "gold": item.gold,
     }
 
 
@@ -82,25 +82,31 @@ def _static_batches(model: Any, tokenizer: Any, items: Sequence[EvalItem], promp
         emit([_record(items[i], c, key, batch_id, len(idx), c.seconds, c.seconds) for i, c in zip(idx, comps)])
 
 
-def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: list[str], sampling: "Sampling",
-                batch_size: int, key: str, emit: Callable[[list[dict[str, Any]]], None]) -> None:
-    """transformers' continuous batching: up to ``batch_size`` questions in flight, a finished one
-    replaced at once by the next, so no step is spent on answers that already ended.
+def continuous_generate(
+    model: Any, tokenizer: Any, prompts: Sequence[str], sampling: "Sampling", batch_size: int,
+    on_done: Callable[[int, "Completion", float, float], None] | None = None,
+) -> list["Completion"]:
+    """Complete rendered prompts with transformers' continuous batching (greedy decoding).
 
-    Each output is handed to ``emit`` as soon as it is finished.
+    Up to ``batch_size`` prompts are in flight, a finished one replaced at once by the next, so
+    no step is spent on answers that already ended. ``on_done(i, completion, latency, elapsed)``
+    sees each one as soon as it is finished (latency: its own generation; elapsed: since the
+    session started). Used for first turns and for every round of the agent loop.
     """
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     from thinksearch import generation
 
+    if not prompts:
+        return []
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     stop = (fmt.TOOL_CLOSE,)
     eos = sorted({*generation.eos_ids(tokenizer), _single_token(tokenizer, fmt.TOOL_CLOSE)} - {None})
     page = 16
     longest = max(len(e) for e in encoded) + sampling.max_new_tokens
     # Size the paged KV cache for what can be in flight; left to itself, transformers sizes it
-    # from free memory (on a CPU: most of the machine's RAM). Block sharing lets every question
+    # from free memory (on a CPU: most of the machine's RAM). Block sharing lets every prompt
     # reuse the cached system prompt instead of recomputing it (prefill is most of the cost in
     # float32 on a CPU).
     cb_config = ContinuousBatchingConfig(
@@ -114,9 +120,9 @@ def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: 
         max_new_tokens=sampling.max_new_tokens, do_sample=False, eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id, repetition_penalty=sampling.repetition_penalty,
     )
-    batch_id = uuid.uuid4().hex[:12]
-    rids = [f"q{i}" for i in range(len(items))]
+    rids = [f"q{i}" for i in range(len(prompts))]
     left = set(rids)
+    out: list[Any] = [None] * len(prompts)
 
     with model.continuous_batching_context_manager(
         generation_config=gen_config, continuous_batching_config=cb_config, warmup=False, block=True, timeout=10,
@@ -140,12 +146,13 @@ def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: 
             left.discard(result.request_id)
             i = int(result.request_id[1:])
             text, reason, n = generation.finish(tokenizer, list(result.generated_tokens), stop)
-            c = generation.Completion(text, reason, len(encoded[i]), n, 0.0)
             start, end = result.lifespan
-            emit([_record(items[i], c, key, batch_id, batch_size, end - start, end - t0)])
+            out[i] = generation.Completion(text, reason, len(encoded[i]), n, end - start)
+            if on_done:
+                on_done(i, out[i], end - start, end - t0)
 
-        # The first question alone until its first token: its prompt, and so the system prompt
-        # every question shares, is then cached for the others to reuse.
+        # The first prompt alone until its first token: its prefix, and so the system prompt
+        # every prompt shares, is then cached for the others to reuse.
         submit(0, streaming=True)
         while True:
             result = next_result()
@@ -153,12 +160,24 @@ def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: 
                 if result.is_finished():
                     finish(result)
                 break
-        for i in range(1, len(items)):
+        for i in range(1, len(prompts)):
             submit(i)
         while left:
             result = next_result()
             if result is not None and result.is_finished() and result.request_id in left:
                 finish(result)
+    return out
+
+
+def _continuous(model: Any, tokenizer: Any, items: Sequence[EvalItem], prompts: list[str], sampling: "Sampling",
+                batch_size: int, key: str, emit: Callable[[list[dict[str, Any]]], None]) -> None:
+    """First turns through :func:`continuous_generate`; each output is handed to ``emit`` when finished."""
+    batch_id = uuid.uuid4().hex[:12]
+
+    def done(i: int, c: "Completion", latency: float, elapsed: float) -> None:
+        emit([_record(items[i], c, key, batch_id, batch_size, latency, elapsed)])
+
+    continuous_generate(model, tokenizer, prompts, sampling, batch_size, done)
 
 
 def generate_records(

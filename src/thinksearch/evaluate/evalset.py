@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import read_items
+from thinksearch.gold import check_row, corpus_ids
+
+GOLD_FIELDS = ("answers", "match", "answerable", "passages")
 
 TYPES = ("thinking", "search")
 
@@ -34,6 +37,8 @@ class EvalItem:
     category: str = ""
     where: str = ""
     """``file:line`` of the row (for messages)."""
+    gold: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    """What a right answer holds (``answers``, ``match``, ``answerable``, ``passages``), or None."""
 
     @property
     def system_prompt(self) -> str:
@@ -56,7 +61,7 @@ def _question_id(type_: str, system: str | None, question: str) -> str:
     return f"{type_[0]}-{digest[:12]}"
 
 
-def _row_item(row: Any, where: str) -> EvalItem:
+def _row_item(row: Any, where: str, known_passages: set[str] | None = None) -> EvalItem:
     """Check one row and turn it into an item; errors name ``where`` (file:line)."""
     if not isinstance(row, dict):
         raise ThinksearchError(f"{where}: expected a JSON object, got {type(row).__name__}")
@@ -89,22 +94,32 @@ def _row_item(row: Any, where: str) -> EvalItem:
     category = row.get("category") or ""
     if not isinstance(category, str):
         category = str(category)
-    return EvalItem(row_id or _question_id(type_, system, question), type_, question, system, category, where)
+    gold = None
+    if any(k in row for k in GOLD_FIELDS):
+        check_row(row, where, known_passages)
+        gold = {k: row[k] for k in GOLD_FIELDS if k in row}
+    return EvalItem(row_id or _question_id(type_, system, question), type_, question, system, category, where, gold)
 
 
-def load_eval_set(path: str | Path) -> EvalSet:
+def load_eval_set(path: str | Path, corpus: Sequence[str | Path] = ()) -> EvalSet:
     """Read an eval file: JSONL (``{"type", "question"}`` or reference-layout rows) or a JSON array.
 
-    Every problem is one line naming ``file:line``. A question repeated (same type and
-    system prompt) is counted once.
+    Every problem is one line naming ``file:line``; gold rows are checked by
+    :func:`thinksearch.gold.check_row`, their ``passages`` against the ids of the ``corpus``
+    files that exist (none: not checked). A question repeated (same type and system prompt)
+    is counted once.
     """
     p = Path(path)
+    known: set[str] | None = None
+    for c in corpus:
+        if Path(c).is_file():
+            known = (known or set()) | corpus_ids(c)
     rows = ((f"{p}:{n}", row) for n, row in read_items(p, "eval file"))
     items: list[EvalItem] = []
     seen: dict[str, str] = {}
     duplicates = 0
     for where, row in rows:
-        item = _row_item(row, where)
+        item = _row_item(row, where, known)
         if item.id in seen:
             if isinstance(row.get("id"), str):
                 raise ThinksearchError(f"{where}: duplicate id {item.id!r} (first at {seen[item.id]})")

@@ -3,8 +3,8 @@
 :func:`question_flags` reads an output through :func:`thinksearch.format.parse` and says
 whether it hit the reference's tag, decided to search, made a valid call and thought in a
 well-formed way (the definitions are in the package docstring); :func:`summarize` counts the
-flags per category, as a should-search × did-search confusion matrix, and as speed. Answer
-scorers (:mod:`thinksearch.scoring`) are to be counted here too. Pure functions, no model.
+flags per category, as a should-search × did-search confusion matrix, as speed, and (from
+:mod:`thinksearch.evaluate.answers`) how right the final answers are. Pure functions, no model.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from thinksearch import format as fmt
+from thinksearch.evaluate.answers import answer_flags, answer_metrics, answer_metrics_by_category
 from thinksearch.evaluate.evalset import TYPES
 
 
@@ -206,6 +207,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "overall": category_metrics(records),
         "decision": {"any": decision_metrics(records, "did_search"), "valid": decision_metrics(records, "did_search_valid")},
         "speed": speed_metrics(records),
+        "answers": answer_metrics(records),
+        "answers_by_category": answer_metrics_by_category(records),
     }
 
 
@@ -214,6 +217,7 @@ def record_for_report(rec: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(rec)
     out["parsed"] = parsed_fields(rec["output"])
     out["flags"] = question_flags(rec["type"], rec["output"])
+    out["answer"] = answer_flags(out)
     return out
 
 

@@ -57,6 +57,17 @@ def generation_settings(spec: ModelSpec, resolved: "ResolvedModel", cfg: EvalCon
         "top_p": cfg.top_p if sampled else None,
         "seed": cfg.seed if sampled else None,
         "stop": [fmt.TOOL_CLOSE, *fmt.END_OF_TURN],
+        **({"agent": agent_loop_settings(cfg)} if cfg.agent else {}),
+    }
+
+
+def agent_loop_settings(cfg: EvalConfig) -> dict[str, Any]:
+    """What shapes an agent-loop answer beyond decoding: the rounds and what the search returns."""
+    s = cfg.search
+    return {
+        "max_rounds": cfg.max_rounds, "backend": s.backend, "k": s.k, "max_result_chars": s.max_result_chars,
+        "max_total_chars": s.max_total_chars, "index_fingerprint": _fingerprint(s.index) if s.backend == "local" else None,
+        "url": s.url,
     }
 
 

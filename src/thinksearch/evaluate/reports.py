@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.config import to_dict
+from thinksearch.evaluate.answers import disagreements
 from thinksearch.evaluate.evalset import TYPES, EvalItem, EvalSet
 from thinksearch.evaluate.metrics import record_for_report, summarize
 from thinksearch.files import load_json, write_text_atomic
@@ -54,7 +55,19 @@ def build_report(cfg: EvalConfig, evalset: EvalSet, items: Sequence[EvalItem], s
         "definitions": DEFINITIONS,
         "reference": REFERENCE,
         "models": entries,
+        "comparisons": comparisons(entries),
     }
+
+
+def comparisons(entries: Sequence[Mapping[str, Any]], limit: int = 10) -> list[dict[str, Any]]:
+    """The first model (the base, in a run) against each other one: where one is right and the other wrong."""
+    out = []
+    for other in entries[1:]:
+        a, b = entries[0], other
+        out.append({"a": a["name"], "b": b["name"],
+                    "b_wrong_a_right": disagreements(b["records"], a["records"], limit),
+                    "a_wrong_b_right": disagreements(a["records"], b["records"], limit)})
+    return out
 
 
 DEFINITIONS = {
@@ -66,7 +79,66 @@ DEFINITIONS = {
     "latency_s": "time from the start of a question's generation to its end (fixed batches: the batch's wall time)",
     "elapsed_s": "time from the start of the batch (or continuous-batching session) to the question's end",
     "generation_s": "sum over batches/sessions of their wall time (last elapsed_s), each counted once",
+    "final_answer": "the text after the last </thinking> of the last turn, tool calls removed; a reply that never opens <thinking> is all answer; one that never closes it has none",
+    "thinking_accuracy": "thinking questions with gold whose final answer holds the accepted answer(s) (match any/all, after normalising)",
+    "grounded_answer": "answerable search questions (the corpus holds the answer) whose final answer states the key fact",
+    "abstention_unanswerable": "search questions the corpus cannot answer whose final answer says the results do not hold it",
+    "answers_with_unsupported_numbers": "search answers stating numbers, with at least one number found neither in the question nor in the results the model read",
+    "confidently_wrong": "questions with gold answered wrongly without a search and without abstaining",
+    "ci95": "95% Wilson score interval of the rate",
 }
+
+ANSWER_ROWS = (
+    ("thinking_accuracy", "思考题答对 (thinking accuracy)"),
+    ("grounded_answer", "搜索题含关键事实 (grounded answer)"),
+    ("grounded_answer_searched", "… 且确实搜索了 (and searched)"),
+    ("abstention_unanswerable", "结果无答案时承认 (abstains on unanswerable)"),
+    ("answers_with_unsupported_numbers", "含无来源数字的回答 (answers with unsupported numbers)"),
+    ("unsupported_number_share", "无来源数字占比 (unsupported / all numbers)"),
+    ("confidently_wrong", "自信地答错 (confidently wrong)"),
+    ("no_final_answer", "没有最终回答 (no final answer)"),
+)
+
+
+def proportion_cell(p: Mapping[str, Any] | None) -> str:
+    """``k/n (rate%, lo–hi%)``: a rate with its count and 95% interval."""
+    if not p or not p.get("n"):
+        return "–"
+    lo, hi = p["ci95"]
+    return f"{p['k']}/{p['n']} ({100 * p['rate']:.1f}%, {100 * lo:.0f}–{100 * hi:.0f}%)"
+
+
+def answers_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The answer figures side by side, per category, and where the models disagree."""
+    models = report["models"]
+    if not any("answers" in m["metrics"] for m in models):
+        return []
+    lines = ["## 最终回答 (what the model finally says, scored against gold)", "",
+             "Each cell: count / total (rate, 95% Wilson interval). Definitions are in report.json.", "",
+             "| 指标 | " + " | ".join(m["name"] for m in models) + " |", "|---|" + "--:|" * len(models)]
+    for key, label in ANSWER_ROWS:
+        lines.append(f"| {label} | " + " | ".join(proportion_cell(m["metrics"]["answers"].get(key)) for m in models) + " |")
+    lines += ["", "### 按类别 (by category)", "",
+              "| 模型 | 类型 | 类别 | 答对 / 含关键事实 | 承认无答案 | 含无来源数字 | 自信答错 |", "|---|---|---|--:|--:|--:|--:|"]
+    for m in models:
+        for k, g in enumerate(m["metrics"].get("answers_by_category", [])):
+            right = g["thinking_accuracy"] if g["type"] == "thinking" else g["grounded_answer"]
+            lines.append("| " + " | ".join([
+                f"**{m['name']}**" if k == 0 else "", g["type"], _cell(g["category"], 30), proportion_cell(right),
+                proportion_cell(g["abstention_unanswerable"]), proportion_cell(g["answers_with_unsupported_numbers"]),
+                proportion_cell(g["confidently_wrong"]),
+            ]) + " |")
+    for c in report.get("comparisons", []):
+        for key, wrong, right in (("b_wrong_a_right", c["b"], c["a"]), ("a_wrong_b_right", c["a"], c["b"])):
+            rows = c[key]
+            lines += ["", f"### {wrong} wrong, {right} right ({len(rows)} shown, at most 10)", ""]
+            if rows:
+                lines += [f"| id | 问题 | gold | {wrong} | {right} |", "|---|---|---|---|---|"]
+                lines += ["| " + " | ".join([r["id"], _cell(r["question"], 40), _cell(" / ".join(r["gold"] or []), 30),
+                                             _cell(r["wrong"] or "(no final answer)", 60), _cell(r["right"] or "", 60)]) + " |"
+                          for r in rows]
+    return lines + [""]
+
 
 
 def write_reports(report: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -234,6 +306,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                     fraction(g["tag_hit"], g["n"]), fraction(g["did_search"], g["n"]),
                 ]) + " |")
         lines.append("")
+    lines += answers_markdown(report)
     lines += ["## 未命中示例 (misses; every output is in report.json)", ""]
     for m in report["models"]:
         misses = [r for r in m["records"] if is_miss(r)]

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from thinksearch.errors import ThinksearchError
+from thinksearch.agent import Agent
+from thinksearch.evaluate.agentic import BatchingEngine, agent_settings, base_record, run_agent
 from thinksearch.evaluate.batching import generate_records, sampling_for
 from thinksearch.evaluate.evalset import load_eval_set, subsample
 from thinksearch.evaluate.outputs import OutputStore, generation_settings
@@ -56,18 +58,33 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _open_backend(cfg: EvalConfig) -> Any:
+    """The search backend of ``--agent``. Unlike ``ask``, a backend that does not open is an
+    error: answers scored against searches that all failed would measure nothing."""
+    from thinksearch.search import make_backend
+
+    try:
+        return make_backend(cfg.search)
+    except ThinksearchError as e:
+        raise ThinksearchError(f"--agent needs a search backend: {e} (set --search-backend / --search-index; "
+                               "`thinksearch index build` makes a local index)") from None
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the evaluation described by ``cfg``; write and return the report (see :func:`build_report`).
 
-    Models are loaded one at a time and freed before the next. Outputs already saved in
+    With ``cfg.agent`` each question goes through the agent loop against ``cfg.search``
+    (:mod:`thinksearch.evaluate.agentic`); else the first turn is generated. Models are loaded
+    one at a time and freed before the next. Outputs already saved in
     ``cfg.output_dir`` under the same settings are reused.
     """
     from thinksearch import models
 
     log = log or (lambda msg: None)
     specs = parse_model_specs(cfg.models)
-    evalset = load_eval_set(cfg.data)
-    items = subsample(evalset.items, cfg.limit_per_type, cfg.seed)
+    evalset = load_eval_set(cfg.data, cfg.corpus)
+    pool = [it for it in evalset.items if it.gold] if cfg.gold_only else evalset.items
+    items = subsample(pool, cfg.limit_per_type, cfg.seed)
     out_dir = Path(cfg.output_dir)
     # Resolve every reference before generating anything: a typo in the second model's adapter
     # path should not surface after the first model has run for an hour.
@@ -81,6 +98,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
     if evalset.duplicates:
         log(f"{evalset.path}: {evalset.duplicates} repeated question(s) counted once")
     sampling = sampling_for(cfg)
+    backend = _open_backend(cfg) if cfg.agent else None
     with _progress(progress) as bar:
         for spec in specs:
             store = stores[spec.name]
@@ -102,8 +120,14 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
                 bar.update(task, advance=len(batch), rate=f"{rate:.1f} tok/s")
 
             try:
-                generate_records(model, tokenizer, pending, sampling, cfg.batch_size, store.key, saved,
-                                 continuous=cfg.continuous_batching)
+                if backend is None:
+                    generate_records(model, tokenizer, pending, sampling, cfg.batch_size, store.key, saved,
+                                     continuous=cfg.continuous_batching)
+                else:
+                    engine = BatchingEngine(model, tokenizer, cfg.batch_size, cfg.continuous_batching)
+                    agent = Agent(engine, backend, agent_settings(cfg))
+                    run_agent(agent, pending, lambda it, key=store.key: base_record(it, key), cfg.max_new_tokens,
+                              4 * cfg.batch_size, saved)
             finally:
                 del model, tokenizer
                 _release_memory()
