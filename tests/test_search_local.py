@@ -308,16 +308,6 @@ def test_chunk_and_markdown_units():
     assert [p.title for p in ps] == ["T › A", "T › B", "T › C# tips"]
 
 
-def test_module_doctests():
-    import doctest
-
-    from thinksearch.search import simulated, web
-
-    for module in (segment, passages, web, simulated):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
-
-
 def test_an_interrupted_build_resumes(tmp_path, monkeypatch):
     root = tmp_path / "c"
     root.mkdir()
