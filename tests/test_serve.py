@@ -347,7 +347,7 @@ def test_batcher_groups_by_sampling_and_interleaves_streams(tiny_tokenizer):
 
     from thinksearch.agent import build_messages
     from thinksearch.generation import Sampling
-    from thinksearch.serve import Batcher
+    from thinksearch.batcher import Batcher
 
     engine = ScriptedEngine(tiny_tokenizer, reply=lambda m: "好。")
     b = Batcher(engine, max_batch=3, wait_s=0.2)
