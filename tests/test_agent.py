@@ -21,8 +21,9 @@ from thinksearch.agent import (
     open_backend,
     trim_history,
 )
-from thinksearch.config import AgentConfig
+from thinksearch.config import AgentConfig, SearchConfig
 from thinksearch.errors import ThinksearchError
+from thinksearch.search.base import SearchError
 
 
 def agent(tok, script, backend=None, **cfg):
@@ -102,14 +103,17 @@ def test_failing_search_is_told_to_the_model(tiny_tokenizer):
     assert r.stop_reason == "answer" and "无法" in r.answer
 
 
-def test_unavailable_backend_warns_once_and_fails_each_search():
+def test_unavailable_backend_warns_once_and_fails_each_search(tmp_path):
     warnings = []
-    backend = open_backend(AgentConfig().search, warn=warnings.append)
-    if not isinstance(backend, UnavailableSearch):
-        pytest.skip("a search backend is installed here")
-    assert len(warnings) == 1 and "search unavailable" in warnings[0]
-    with pytest.raises(Exception, match=backend.reason[:20]):
-        backend.search("x")
+    missing = tmp_path / "no-index.sqlite"
+    backend = open_backend(AgentConfig(search=SearchConfig(index=str(missing))).search, warn=warnings.append)
+    assert isinstance(backend, UnavailableSearch) and backend.reason.startswith(f"index not found: {missing}")
+    assert warnings == [f"search unavailable ({backend.reason}); the model will be told its searches failed"]
+    for _ in range(2):
+        with pytest.raises(SearchError) as e:
+            backend.search("x")
+        assert str(e.value) == backend.reason
+    assert len(warnings) == 1
 
 
 def test_streaming_matches_batched_and_reports_events(tiny_tokenizer):

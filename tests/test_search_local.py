@@ -13,7 +13,7 @@ import pytest
 
 from thinksearch import cli
 from thinksearch.errors import ThinksearchError
-from thinksearch.search import local, segment
+from thinksearch.search import indexing, passages, segment
 from thinksearch.search.base import SearchError
 from thinksearch.search.local import LocalBackend, build_index
 
@@ -301,21 +301,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
 
 
 def test_chunk_and_markdown_units():
-    assert local.chunk("", 10) == []
-    assert all(len(p) <= 20 for p in local.chunk("一句话。" * 30, 20))
-    assert local.chunk("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
-    ps = local.passages_from_markdown("# T\n\n## A\na\n### B #\nb\n## C# tips\nc\n", "d.md", "d", 100)
+    assert passages.chunk("", 10) == []
+    assert all(len(p) <= 20 for p in passages.chunk("一句话。" * 30, 20))
+    assert passages.chunk("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
+    ps = passages.passages_from_markdown("# T\n\n## A\na\n### B #\nb\n## C# tips\nc\n", "d.md", "d", 100)
     assert [p.title for p in ps] == ["T › A", "T › B", "T › C# tips"]
-
-
-def test_module_doctests():
-    import doctest
-
-    from thinksearch.search import simulated, web
-
-    for module in (segment, local, web, simulated):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_an_interrupted_build_resumes(tmp_path, monkeypatch):
@@ -323,9 +313,9 @@ def test_an_interrupted_build_resumes(tmp_path, monkeypatch):
     root.mkdir()
     for i in range(3):
         (root / f"{i}.txt").write_text(f"第{i}个文件讲述天气。", encoding="utf-8")
-    monkeypatch.setattr(local, "_COMMIT_PASSAGES", 1)  # commit after every file
+    monkeypatch.setattr(indexing, "_COMMIT_PASSAGES", 1)  # commit after every file
     calls = []
-    real = local.parse_file
+    real = indexing.parse_file
 
     def parse_then_crash(path, *a):
         calls.append(path.name)
@@ -333,15 +323,15 @@ def test_an_interrupted_build_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(path, *a)
 
-    monkeypatch.setattr(local, "parse_file", parse_then_crash)
+    monkeypatch.setattr(indexing, "parse_file", parse_then_crash)
     with pytest.raises(KeyboardInterrupt):
         build_index([root], tmp_path / "i.sqlite", tokenizer="bigram")
     with sqlite3.connect(tmp_path / "i.sqlite") as c:  # what was committed is kept
         assert c.execute("SELECT count(*) FROM files").fetchone()[0] == 2
-        assert local._meta(c)["state"] == "building"
+        assert indexing._meta(c)["state"] == "building"
     report = build_index([root], tmp_path / "i.sqlite")
     with sqlite3.connect(tmp_path / "i.sqlite") as c:
-        meta = local._meta(c)
+        meta = indexing._meta(c)
         assert meta["state"] == "ready" and meta["generation"]
     assert (report.files_unchanged, report.files_indexed, report.passages_total) == (2, 1, 3)
     assert len(LocalBackend(tmp_path / "i.sqlite").search("天气", 5)) == 3

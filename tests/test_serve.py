@@ -205,6 +205,50 @@ def test_bad_parameters(tiny_server, change, status, words):
     assert words in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("change, param, words", [
+    # OpenAI's API answers 400 to both; a server that took them would hide the client's bug.
+    ({"tools": "x"}, "tools", "valid list"),
+    ({"tools": [{"type": "function"}]}, "tools.0.function", "Field required"),
+    ({"messages": [{"role": "user", "content": None}]}, "messages.0.content", "a user message needs content"),
+    ({"messages": [{"role": "user"}]}, "messages.0.content", "a user message needs content"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                   {"role": "tool", "content": None}]}, "messages.2.content", "a tool message needs content"),
+])
+def test_bad_tools_and_null_content_name_the_field(tiny_server, change, param, words):
+    body = {"model": "thinksearch", "messages": [{"role": "user", "content": "hi"}], **change}
+    r = httpx.post(tiny_server.url + "/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["message"].startswith(param + ": ") and words in err["message"]
+
+
+def test_declared_tools_and_an_assistant_call_without_content_are_accepted(scripted):
+    scripted.engine.script = [answer("好。")]
+    tools = [{"type": "function", "function": {"name": "search", "description": "web search",
+                                               "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+    r = client(scripted.url).chat.completions.create(model="thinksearch", tools=tools, messages=[
+        {"role": "user", "content": "北京天气？"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"query": "北京 天气"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "晴"}])
+    assert r.choices[0].message.content == "好。"
+    assert scripted.engine.seen[-1][2]["content"] == ""  # the call's null content reaches the template as ""
+
+
+def test_openapi_shows_this_servers_name_and_token_cap(tiny_tokenizer):
+    agent = Agent(ScriptedEngine(tiny_tokenizer), FixedSearch(), AgentConfig())
+    with ServerThread(create_app(agent, ServeConfig(served_name="mine", max_tokens_limit=16))) as s:
+        fields = httpx.get(s.url + "/openapi.json").json()["components"]["schemas"]["ChatRequest"]["properties"]
+        r = httpx.post(s.url + "/v1/chat/completions",
+                       json={"model": "other", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 17})
+    assert fields["model"]["examples"] == ["mine"]
+    assert fields["max_tokens"]["anyOf"][0]["maximum"] == fields["max_completion_tokens"]["anyOf"][0]["maximum"] == 16
+    # The cap is checked before the model name, as when it was part of the request's validation.
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "max_completion_tokens: Input should be less than or equal to 16", "type": "invalid_request_error",
+        "param": "max_completion_tokens", "code": "invalid_value"}
+
+
 def test_malformed_json_and_unknown_paths(tiny_server):
     r = httpx.post(tiny_server.url + "/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
@@ -303,7 +347,7 @@ def test_batcher_groups_by_sampling_and_interleaves_streams(tiny_tokenizer):
 
     from thinksearch.agent import build_messages
     from thinksearch.generation import Sampling
-    from thinksearch.serve import Batcher
+    from thinksearch.batcher import Batcher
 
     engine = ScriptedEngine(tiny_tokenizer, reply=lambda m: "好。")
     b = Batcher(engine, max_batch=3, wait_s=0.2)

@@ -8,9 +8,10 @@ call gets one corrective tool message; a failing backend is reported to the mode
 then answers without results. Results are untrusted text and reach the model only through
 ``format.render_results`` (tags and chat-template tokens defused).
 
-Generation is behind a small :class:`Engine` protocol with three engines: in-process
-transformers (base + adapter or merged), any OpenAI-compatible endpoint (vLLM, SGLang,
-llama.cpp's server) and llama.cpp in-process through the prebuilt ``xllamacpp`` wheel.
+Generation is behind a small :class:`~thinksearch.engines.base.Engine` protocol with three
+engines (:mod:`thinksearch.engines`): in-process transformers (base + adapter or merged), any
+OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp's server) and llama.cpp in-process through
+the prebuilt ``xllamacpp`` wheel.
 
 Run as: ``thinksearch ask "今天比特币的价格是多少？"`` (or ``from thinksearch.agent import Agent``).
 """
@@ -18,28 +19,30 @@ Run as: ``thinksearch ask "今天比特币的价格是多少？"`` (or ``from th
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Protocol, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.config import AgentConfig, SearchConfig
+from thinksearch.engines import (  # noqa: F401 - the engines are imported from here too
+    ENGINES,
+    Engine,
+    LlamaCppEngine,
+    Message,
+    OpenAIEngine,
+    TransformersEngine,
+    gguf_of,
+    load_engine,
+    pick_engine,
+)
 from thinksearch.errors import ThinksearchError
 from thinksearch.generation import Completion, Sampling
 from thinksearch.search.base import Result, SearchBackend, SearchError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-Message = dict[str, Any]
 StopReason = Literal["answer", "length", "max_rounds", "invalid_call", "cancelled", "context_length"]
-STOP = (fmt.TOOL_CLOSE,)
 
 
 def sampling_of(cfg: AgentConfig, max_new_tokens: int | None = None) -> Sampling:
@@ -141,426 +144,6 @@ class StreamSplitter:
         return out
 
 
-# ----------------------------------------------------------------------------- engines
-
-
-class Engine(Protocol):
-    """What the agent needs from a model: render, count, generate (batched), stream."""
-
-    name: str
-    context_length: int
-    """Tokens the model can attend to (prompt + completion)."""
-
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        """Tokens of the prompt these messages render to (generation prompt included)."""
-        ...
-
-    def generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
-        """The next assistant turn of each conversation, stopping after ``</tool_call>``."""
-        ...
-
-    def stream(
-        self, messages: Sequence[Message], sampling: Sampling, cancel: threading.Event | None = None
-    ) -> Iterator[str | Completion]:
-        """Text pieces as they are generated, then one :class:`Completion` for the whole turn.
-
-        Setting ``cancel`` ends generation early; the final Completion still comes.
-        """
-        ...
-
-    def close(self) -> None: ...
-
-
-def _cut_at_stop(text: str) -> tuple[str, bool]:
-    cut = text.find(fmt.TOOL_CLOSE)
-    return (text[: cut + len(fmt.TOOL_CLOSE)], True) if cut >= 0 else (text, False)
-
-
-class _CountingModel:
-    """The model as ``generation.stream`` sees it, recording the token ids it generates
-    (re-tokenizing the streamed text would not give the same count)."""
-
-    def __init__(self, model: Any):
-        self._model, self.ids = model, []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def generate(self, *args: Any, streamer: Any = None, **kwargs: Any) -> Any:
-        put, seen_prompt = streamer.put, [False]
-
-        def counting_put(value: Any) -> None:
-            if seen_prompt[0]:  # the streamer's first call carries the prompt
-                self.ids.extend(value.reshape(-1).tolist())
-            seen_prompt[0] = True
-            put(value)
-
-        streamer.put = counting_put
-        return self._model.generate(*args, streamer=streamer, **kwargs)
-
-
-class TransformersEngine:
-    """In-process transformers model (CPU or GPU); base + LoRA adapter or a merged directory."""
-
-    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", name: str = "transformers",
-                 batch_size: int = 8, context_length: int | None = None):
-        self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
-        limit = getattr(model.config, "max_position_embeddings", None) or 4096
-        self.context_length = min(limit, context_length or limit)
-        # One generate at a time: a model's forward pass is not safe to share between threads.
-        self._lock = threading.RLock()
-
-    @classmethod
-    def from_config(cls, cfg: AgentConfig) -> "TransformersEngine":
-        from thinksearch import models
-
-        model, tokenizer = models.load(cfg.model, cfg.adapter, dtype=cfg.dtype, device=cfg.device)
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        return cls(model, tokenizer, name=f"transformers ({dtype}, {next(model.parameters()).device})",
-                   context_length=cfg.context_tokens)
-
-    def render(self, messages: Sequence[Message]) -> str:
-        return fmt.render(self.tokenizer, messages, add_generation_prompt=True)
-
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
-
-    def generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
-        from thinksearch import generation
-
-        prompts = [self.render(m) for m in conversations]
-        with self._lock:
-            return generation.generate(self.model, self.tokenizer, prompts, sampling, stop=STOP, batch_size=self.batch_size)
-
-    def stream(self, messages: Sequence[Message], sampling: Sampling,
-               cancel: threading.Event | None = None) -> Iterator[str | Completion]:
-        from thinksearch import generation
-
-        prompt = self.render(messages)
-        n_prompt = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        # generation.stream sets its event when it finishes; the caller's stays theirs.
-        inner = threading.Event()
-        counted = _CountingModel(self.model)
-        text, stopped = "", False
-        t0 = time.perf_counter()
-        with self._lock:
-            pieces = generation.stream(counted, self.tokenizer, prompt, sampling, stop=STOP, cancel=inner)  # type: ignore[arg-type]
-            try:
-                for piece in pieces:
-                    before = len(text)
-                    text, stopped = _cut_at_stop(text + piece)
-                    if len(text) > before:
-                        yield text[before:]
-                    if stopped or (cancel is not None and cancel.is_set()):
-                        break
-            finally:
-                inner.set()
-                pieces.close()
-        n = len(counted.ids)
-        eos = set(generation.eos_ids(self.tokenizer))
-        ended = stopped or bool(counted.ids and counted.ids[-1] in eos) or n < sampling.max_new_tokens
-        yield Completion(text, "stop" if ended else "length", n_prompt, n, time.perf_counter() - t0)
-
-    def close(self) -> None:
-        pass
-
-
-def _to_openai_messages(messages: Sequence[Message]) -> list[Message]:
-    """Chat messages for an OpenAI-style API: tool-call arguments as JSON strings."""
-    out = []
-    for i, m in enumerate(messages):
-        m = dict(m)
-        if m.get("tool_calls"):
-            calls = []
-            for j, c in enumerate(m["tool_calls"]):
-                fn = c.get("function", c)
-                args = fn["arguments"]
-                calls.append({"id": c.get("id") or f"call_{i}_{j}", "type": "function",
-                              "function": {"name": fn["name"],
-                                           "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}})
-            m["tool_calls"] = calls
-        out.append(m)
-    # Tool messages answer the call before them; OpenAI APIs want the id.
-    last_ids: list[str] = []
-    for m in out:
-        if m.get("tool_calls"):
-            last_ids = [c["id"] for c in m["tool_calls"]]
-        elif m["role"] == "tool" and "tool_call_id" not in m:
-            m["tool_call_id"] = last_ids.pop(0) if last_ids else "call_0"
-    return out
-
-
-class OpenAIEngine:
-    """Any OpenAI-compatible endpoint: vLLM (merged model or adapter), SGLang, llama.cpp's server.
-
-    ``api="completions"`` (default) sends the prompt rendered here with the chat template of
-    ``tokenizer``, exactly as in training; the endpoint must not template it again.
-    ``api="chat"`` sends messages and lets the endpoint's template render them; either way no
-    ``tools`` are sent, since the reference system prompt already describes the tool and
-    Qwen's template rewrites the system turn when tools are given. Endpoints drop the stop
-    string from their output: a cut ``</tool_call>`` is put back.
-    """
-
-    def __init__(self, base_url: str, tokenizer: "PreTrainedTokenizerBase | None" = None,
-                 served_model: str | None = None, api: Literal["completions", "chat"] = "completions",
-                 api_key: str | None = None, timeout_s: float = 600.0, context_length: int = 4096,
-                 name: str | None = None, concurrency: int = 8):
-        import openai
-
-        if api == "completions" and tokenizer is None:
-            raise ThinksearchError("the completions API needs a tokenizer to render prompts; give --model a local model reference or use --endpoint-api chat")
-        self.base_url, self.tokenizer, self.api = base_url.rstrip("/"), tokenizer, api
-        self.context_length, self.concurrency = context_length, concurrency
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "none", timeout=timeout_s, max_retries=2)
-        self.served_model = served_model or self._first_model()
-        self.name = name or f"openai ({self.served_model} at {self.base_url}, {api})"
-
-    @classmethod
-    def from_config(cls, cfg: AgentConfig) -> "OpenAIEngine":
-        tokenizer = _try_tokenizer(cfg.model, required=cfg.endpoint_api == "completions")
-        return cls(cfg.base_url or "", tokenizer, cfg.served_model, cfg.endpoint_api,
-                   os.environ.get(cfg.api_key_env) or None, cfg.timeout_s, cfg.context_tokens)
-
-    def _call(self, fn: Callable[[], Any]) -> Any:
-        import openai
-
-        try:
-            return fn()
-        except openai.APIConnectionError as e:
-            raise ThinksearchError(f"cannot reach the endpoint {self.base_url} ({e.__class__.__name__}); is the server running?") from None
-        except openai.AuthenticationError:
-            raise ThinksearchError(f"the endpoint {self.base_url} refused the API key (401); set the variable named by --api-key-env") from None
-        except openai.APIStatusError as e:
-            detail = " ".join(str(getattr(e, "message", e)).split())[:300]
-            raise ThinksearchError(f"the endpoint {self.base_url} answered {e.status_code}: {detail}") from None
-
-    def _first_model(self) -> str:
-        page = self._call(lambda: self.client.models.list())
-        ids = [m.id for m in page.data]
-        if not ids:
-            raise ThinksearchError(f"the endpoint {self.base_url} lists no models; pass --served-model")
-        return ids[0]
-
-    def render(self, messages: Sequence[Message]) -> str:
-        assert self.tokenizer is not None
-        return fmt.render(self.tokenizer, messages, add_generation_prompt=True)
-
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        if self.tokenizer is None:  # chat API without a local tokenizer: a safe overestimate
-            return sum(len(str(m.get("content") or "")) + 8 for m in messages)
-        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
-
-    def _params(self, sampling: Sampling) -> dict[str, Any]:
-        p: dict[str, Any] = {"model": self.served_model, "max_tokens": sampling.max_new_tokens,
-                             "temperature": sampling.temperature, "stop": list(STOP)}
-        if sampling.temperature > 0:
-            p["top_p"] = sampling.top_p
-            if sampling.seed is not None:
-                p["seed"] = sampling.seed
-        return p
-
-    @staticmethod
-    def _repair(text: str, finish: str | None) -> tuple[str, Literal["stop", "length"]]:
-        if text.count(fmt.TOOL_OPEN) > text.count(fmt.TOOL_CLOSE) and finish != "length":
-            text += fmt.TOOL_CLOSE  # the endpoint stopped at </tool_call> and dropped it
-        return text, "length" if finish == "length" else "stop"
-
-    def _chat_text(self, msg: Any) -> str:
-        extra = getattr(msg, "model_extra", None) or {}
-        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-        text = f"{fmt.thinking_block(reasoning)}\n\n" if reasoning else ""
-        text += msg.content or ""
-        calls = []
-        for c in msg.tool_calls or []:
-            try:
-                args = json.loads(c.function.arguments)
-            except ValueError:
-                args = {}
-            calls.append({"function": {"name": c.function.name, "arguments": args}})
-        return fmt.render_assistant(text, calls)
-
-    def _one(self, messages: Sequence[Message], sampling: Sampling) -> Completion:
-        t0 = time.perf_counter()
-        if self.api == "completions":
-            prompt = self.render(messages)
-            r = self._call(lambda: self.client.completions.create(prompt=prompt, **self._params(sampling)))
-            text, finish = r.choices[0].text or "", r.choices[0].finish_reason
-        else:
-            r = self._call(lambda: self.client.chat.completions.create(
-                messages=_to_openai_messages(messages), **self._params(sampling)))
-            text, finish = self._chat_text(r.choices[0].message), r.choices[0].finish_reason
-        text, reason = self._repair(text, finish)
-        usage = r.usage
-        n_prompt = usage.prompt_tokens if usage else self.count_tokens(messages)
-        n_out = usage.completion_tokens if usage else self._count_text(text)
-        return Completion(text, reason, n_prompt, n_out, time.perf_counter() - t0)
-
-    def _count_text(self, text: str) -> int:
-        if self.tokenizer is None:
-            return len(text)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
-        if len(conversations) == 1:
-            return [self._one(conversations[0], sampling)]
-        # The endpoint batches concurrent requests itself (vLLM, llama.cpp with --parallel).
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
-            return list(pool.map(lambda m: self._one(m, sampling), conversations))
-
-    def stream(self, messages: Sequence[Message], sampling: Sampling,
-               cancel: threading.Event | None = None) -> Iterator[str | Completion]:
-        t0 = time.perf_counter()
-        params = {**self._params(sampling), "stream": True, "stream_options": {"include_usage": True}}
-        if self.api == "completions":
-            prompt = self.render(messages)
-            response = self._call(lambda: self.client.completions.create(prompt=prompt, **params))
-        else:
-            response = self._call(lambda: self.client.chat.completions.create(messages=_to_openai_messages(messages), **params))
-        text, finish, usage = "", None, None
-        in_reasoning = False
-        try:
-            for chunk in response:
-                usage = getattr(chunk, "usage", None) or usage
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                finish = choice.finish_reason or finish
-                if self.api == "completions":
-                    piece = choice.text or ""
-                else:
-                    delta = choice.delta
-                    extra = getattr(delta, "model_extra", None) or {}
-                    reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
-                    piece = ""
-                    if reasoning and not in_reasoning:
-                        piece, in_reasoning = fmt.THINK_OPEN + "\n", True
-                    piece += reasoning
-                    if (delta.content or delta.tool_calls) and in_reasoning:
-                        piece, in_reasoning = piece + "\n" + fmt.THINK_CLOSE + "\n\n", False
-                    piece += delta.content or ""
-                    for c in delta.tool_calls or []:  # an endpoint with a tool parser; rare here
-                        if c.function and c.function.name:
-                            piece += f"\n{fmt.TOOL_OPEN}\n"
-                        if c.function and c.function.arguments:
-                            piece += c.function.arguments
-                if piece:
-                    text += piece
-                    yield piece
-                if cancel is not None and cancel.is_set():
-                    break
-        except Exception as e:  # the stream broke off midway: say where, once
-            import openai
-
-            if isinstance(e, openai.OpenAIError):
-                raise ThinksearchError(f"the stream from {self.base_url} broke off: {e.__class__.__name__}") from None
-            raise
-        finally:
-            response.close()
-        text, reason = self._repair(text, finish)
-        n_prompt = usage.prompt_tokens if usage else self.count_tokens(messages)
-        n_out = usage.completion_tokens if usage else self._count_text(text)
-        yield Completion(text, reason, n_prompt, n_out, time.perf_counter() - t0)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _try_tokenizer(ref: str, required: bool) -> "PreTrainedTokenizerBase | None":
-    from thinksearch import models
-
-    try:
-        return models.load_tokenizer(models.resolve(ref))
-    except ThinksearchError as e:
-        if required:
-            raise ThinksearchError(f"--model {ref!r} must be a local model whose chat template renders the prompt ({e}); "
-                                   "or use --endpoint-api chat") from None
-        return None
-
-
-def gguf_of(ref: str) -> Path | None:
-    """The GGUF file behind a model reference (a .gguf path, or an offline alias's assembled file)."""
-    from thinksearch import models
-
-    p = Path(ref).expanduser()
-    if p.suffix == ".gguf" and p.is_file():
-        return p
-    if ref in models.OFFLINE_MODELS:
-        return models.gguf_path(ref)
-    return None
-
-
-class LlamaCppEngine(OpenAIEngine):
-    """llama.cpp in this process (the prebuilt ``xllamacpp`` wheel), spoken to over its own
-    OpenAI-compatible server on 127.0.0.1 with the completions API.
-
-    Only GGUF models: a tuned model gets here as a GGUF of the merged model (see README).
-    """
-
-    def __init__(self, gguf: Path, tokenizer: "PreTrainedTokenizerBase", threads: int | None = None,
-                 context_length: int = 4096, parallel: int = 1, cache_prompt: bool = True):
-        try:
-            import xllamacpp
-        except ImportError:
-            raise ThinksearchError("the llamacpp engine needs xllamacpp: pip install 'thinksearch[llamacpp]'") from None
-        p = xllamacpp.CommonParams()
-        p.model.path = str(gguf)
-        p.n_ctx = context_length * parallel  # llama.cpp splits the context between its slots
-        p.n_parallel = parallel
-        p.cpuparams.n_threads = threads or os.cpu_count() or 1
-        p.cpuparams_batch.n_threads = threads or os.cpu_count() or 1
-        p.hostnames = ["127.0.0.1"]
-        p.port = 0
-        p.verbosity = 0
-        # Reusing the KV cache of a shared prefix makes each round of the agent loop cheap
-        # (the next prompt extends the last); benchmarks turn it off to time real prefills.
-        p.cache_prompt = cache_prompt
-        try:
-            self._server = xllamacpp.Server(p)
-        except RuntimeError as e:
-            raise ThinksearchError(f"llama.cpp could not load {gguf}: {e} (is it a complete GGUF of a model llama.cpp supports?)") from None
-        super().__init__(self._server.listening_address + "/v1", tokenizer, api="completions",
-                         context_length=context_length, concurrency=parallel)
-        self.name = f"llamacpp ({gguf.name})"
-
-    @classmethod
-    def from_config(cls, cfg: AgentConfig) -> "LlamaCppEngine":
-        gguf = gguf_of(cfg.model)
-        if gguf is None:
-            raise ThinksearchError(f"the llamacpp engine needs a GGUF model; {cfg.model!r} is not a .gguf file "
-                                   "or a prepared offline alias (a tuned model: merge it, then convert the merged directory to GGUF)")
-        tokenizer = _try_tokenizer(cfg.model, required=True)
-        return cls(gguf, tokenizer, cfg.threads, cfg.context_tokens)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        super().close()
-        self._server = None
-
-
-ENGINES: dict[str, Any] = {"transformers": TransformersEngine, "openai": OpenAIEngine, "llamacpp": LlamaCppEngine}
-
-
-def pick_engine(cfg: AgentConfig) -> str:
-    """``auto``: llama.cpp where it can run the model (a GGUF, no adapter, xllamacpp installed),
-    since it decodes several times faster on CPU (bench/results/infer.json); else transformers."""
-    if cfg.engine != "auto":
-        return cfg.engine
-    if cfg.adapter is None and importlib.util.find_spec("xllamacpp") is not None:
-        try:
-            from thinksearch import models
-
-            if "+" not in cfg.model and gguf_of(cfg.model) is not None and (
-                    cfg.model not in models.OFFLINE_MODELS or models.is_prepared(cfg.model)):
-                return "llamacpp"
-        except ThinksearchError:
-            pass
-    return "transformers"
-
-
-def load_engine(cfg: AgentConfig) -> Engine:
-    """The engine ``cfg`` asks for, loaded and ready."""
-    return ENGINES[pick_engine(cfg)].from_config(cfg)
-
-
 # ----------------------------------------------------------------------------- search
 
 
@@ -579,15 +162,12 @@ class UnavailableSearch:
 def open_backend(cfg: SearchConfig, warn: Callable[[str], None] | None = None) -> SearchBackend:
     """The configured search backend; if it cannot be opened, one that reports why on each call
     (the model is then told the search failed, and ``warn`` hears it once)."""
+    from thinksearch.search import make_backend
+
     try:
-        from thinksearch.search import make_backend  # type: ignore[attr-defined]
-    except ImportError:
-        reason = "no search backends are installed in this build"
-    else:
-        try:
-            return make_backend(cfg)
-        except ThinksearchError as e:
-            reason = str(e)
+        return make_backend(cfg)
+    except ThinksearchError as e:
+        reason = str(e)
     if warn:
         warn(f"search unavailable ({reason}); the model will be told its searches failed")
     return UnavailableSearch(reason)

@@ -26,7 +26,7 @@ QType = Literal["q8_0", "f16", "f32"]
 def base_gguf(ref: str, adapter: str | None = None) -> Path | None:
     """The GGUF of the base model behind a reference (an offline alias's assembled file, or a .gguf path)."""
     from thinksearch import models
-    from thinksearch.agent import gguf_of
+    from thinksearch.refs import gguf_of
 
     r = models.resolve(ref, adapter, prepare_alias=False)
     return gguf_of(r.ref) if r.kind in ("alias", "gguf") else None

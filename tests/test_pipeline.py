@@ -2,7 +2,8 @@
 
 The teacher is the scripted OpenAI-compatible server (tests/teacher_server.py) over real HTTP,
 the search samples come from the shipped corpus through a real SQLite index, and training and
-evaluation use the tiny in-process Qwen2 model, so the whole pipeline runs in about a minute.
+evaluation use the tiny in-process Qwen2 model, so the whole pipeline runs in about a minute
+(marked ``integration``: `make test` and CI run it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from teacher_server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -1,0 +1,49 @@
+"""The model engines behind the agent loop, and how one is picked.
+
+Three engines speak the :class:`~thinksearch.engines.base.Engine` protocol: in-process
+transformers (:mod:`.transformers`), any OpenAI-compatible endpoint (:mod:`.openai`) and
+llama.cpp in-process (:mod:`.llamacpp`). Heavy libraries are imported when an engine is made.
+
+Run as: ``python -c "from thinksearch.config import AgentConfig; from thinksearch.engines import pick_engine; print(pick_engine(AgentConfig()))"``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from thinksearch.config import AgentConfig
+from thinksearch.engines.base import STOP, Engine, Message
+from thinksearch.engines.llamacpp import LlamaCppEngine
+from thinksearch.engines.openai import OpenAIEngine
+from thinksearch.engines.transformers import TransformersEngine
+from thinksearch.errors import ThinksearchError
+from thinksearch.refs import gguf_of, has_adapter
+
+ENGINES: dict[str, Any] = {"transformers": TransformersEngine, "openai": OpenAIEngine, "llamacpp": LlamaCppEngine}
+
+
+def pick_engine(cfg: AgentConfig) -> str:
+    """``auto``: llama.cpp where it can run the model (a GGUF, no adapter, xllamacpp installed),
+    since it decodes several times faster on CPU (bench/results/infer.json); else transformers."""
+    if cfg.engine != "auto":
+        return cfg.engine
+    if cfg.adapter is None and importlib.util.find_spec("xllamacpp") is not None:
+        try:
+            from thinksearch import models
+
+            if not has_adapter(cfg.model) and gguf_of(cfg.model) is not None and (
+                    cfg.model not in models.OFFLINE_MODELS or models.is_prepared(cfg.model)):
+                return "llamacpp"
+        except ThinksearchError:
+            pass
+    return "transformers"
+
+
+def load_engine(cfg: AgentConfig) -> Engine:
+    """The engine ``cfg`` asks for, loaded and ready."""
+    return ENGINES[pick_engine(cfg)].from_config(cfg)
+
+
+__all__ = ["ENGINES", "STOP", "Engine", "LlamaCppEngine", "Message", "OpenAIEngine", "TransformersEngine",
+           "gguf_of", "load_engine", "pick_engine"]

@@ -1,0 +1,62 @@
+"""llama.cpp in this process through the prebuilt ``xllamacpp`` wheel: the fastest CPU engine for GGUF models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from thinksearch.config import AgentConfig
+from thinksearch.engines.openai import OpenAIEngine, prompt_tokenizer
+from thinksearch.errors import ThinksearchError
+from thinksearch.refs import gguf_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase
+
+
+class LlamaCppEngine(OpenAIEngine):
+    """llama.cpp in this process (the prebuilt ``xllamacpp`` wheel), spoken to over its own
+    OpenAI-compatible server on 127.0.0.1 with the completions API.
+
+    Only GGUF models: a tuned model gets here as a GGUF of the merged model (see README).
+    """
+
+    def __init__(self, gguf: Path, tokenizer: "PreTrainedTokenizerBase", threads: int | None = None,
+                 context_length: int = 4096, parallel: int = 1, cache_prompt: bool = True):
+        try:
+            import xllamacpp
+        except ImportError:
+            raise ThinksearchError("the llamacpp engine needs xllamacpp: pip install 'thinksearch[llamacpp]'") from None
+        p = xllamacpp.CommonParams()
+        p.model.path = str(gguf)
+        p.n_ctx = context_length * parallel  # llama.cpp splits the context between its slots
+        p.n_parallel = parallel
+        p.cpuparams.n_threads = threads or os.cpu_count() or 1
+        p.cpuparams_batch.n_threads = threads or os.cpu_count() or 1
+        p.hostnames = ["127.0.0.1"]
+        p.port = 0
+        p.verbosity = 0
+        # Reusing the KV cache of a shared prefix makes each round of the agent loop cheap
+        # (the next prompt extends the last); benchmarks turn it off to time real prefills.
+        p.cache_prompt = cache_prompt
+        try:
+            self._server = xllamacpp.Server(p)
+        except RuntimeError as e:
+            raise ThinksearchError(f"llama.cpp could not load {gguf}: {e} (is it a complete GGUF of a model llama.cpp supports?)") from None
+        super().__init__(self._server.listening_address + "/v1", tokenizer, api="completions",
+                         context_length=context_length, concurrency=parallel)
+        self.name = f"llamacpp ({gguf.name})"
+
+    @classmethod
+    def from_config(cls, cfg: AgentConfig) -> "LlamaCppEngine":
+        gguf = gguf_of(cfg.model)
+        if gguf is None:
+            raise ThinksearchError(f"the llamacpp engine needs a GGUF model; {cfg.model!r} is not a .gguf file "
+                                   "or a prepared offline alias (a tuned model: merge it, then convert the merged directory to GGUF)")
+        tokenizer = prompt_tokenizer(cfg.model, required=True)
+        return cls(gguf, tokenizer, cfg.threads, cfg.context_tokens)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        super().close()
+        self._server = None

@@ -1,0 +1,231 @@
+"""The engine for any OpenAI-compatible endpoint: vLLM, SGLang, llama.cpp's server."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
+
+from thinksearch import format as fmt
+from thinksearch.config import AgentConfig
+from thinksearch.engines.base import STOP, Message
+from thinksearch.errors import ThinksearchError
+from thinksearch.generation import Completion, Sampling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase
+
+
+def _to_openai_messages(messages: Sequence[Message]) -> list[Message]:
+    """Chat messages for an OpenAI-style API: tool-call arguments as JSON strings."""
+    out = []
+    for i, m in enumerate(messages):
+        m = dict(m)
+        if m.get("tool_calls"):
+            calls = []
+            for j, c in enumerate(m["tool_calls"]):
+                fn = c.get("function", c)
+                args = fn["arguments"]
+                calls.append({"id": c.get("id") or f"call_{i}_{j}", "type": "function",
+                              "function": {"name": fn["name"],
+                                           "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}})
+            m["tool_calls"] = calls
+        out.append(m)
+    # Tool messages answer the call before them; OpenAI APIs want the id.
+    last_ids: list[str] = []
+    for m in out:
+        if m.get("tool_calls"):
+            last_ids = [c["id"] for c in m["tool_calls"]]
+        elif m["role"] == "tool" and "tool_call_id" not in m:
+            m["tool_call_id"] = last_ids.pop(0) if last_ids else "call_0"
+    return out
+
+
+class OpenAIEngine:
+    """Any OpenAI-compatible endpoint: vLLM (merged model or adapter), SGLang, llama.cpp's server.
+
+    ``api="completions"`` (default) sends the prompt rendered here with the chat template of
+    ``tokenizer``, exactly as in training; the endpoint must not template it again.
+    ``api="chat"`` sends messages and lets the endpoint's template render them; either way no
+    ``tools`` are sent, since the reference system prompt already describes the tool and
+    Qwen's template rewrites the system turn when tools are given. Endpoints drop the stop
+    string from their output: a cut ``</tool_call>`` is put back.
+    """
+
+    def __init__(self, base_url: str, tokenizer: "PreTrainedTokenizerBase | None" = None,
+                 served_model: str | None = None, api: Literal["completions", "chat"] = "completions",
+                 api_key: str | None = None, timeout_s: float = 600.0, context_length: int = 4096,
+                 name: str | None = None, concurrency: int = 8):
+        import openai
+
+        if api == "completions" and tokenizer is None:
+            raise ThinksearchError("the completions API needs a tokenizer to render prompts; give --model a local model reference or use --endpoint-api chat")
+        self.base_url, self.tokenizer, self.api = base_url.rstrip("/"), tokenizer, api
+        self.context_length, self.concurrency = context_length, concurrency
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "none", timeout=timeout_s, max_retries=2)
+        self.served_model = served_model or self._first_model()
+        self.name = name or f"openai ({self.served_model} at {self.base_url}, {api})"
+
+    @classmethod
+    def from_config(cls, cfg: AgentConfig) -> "OpenAIEngine":
+        tokenizer = prompt_tokenizer(cfg.model, required=cfg.endpoint_api == "completions")
+        return cls(cfg.base_url or "", tokenizer, cfg.served_model, cfg.endpoint_api,
+                   os.environ.get(cfg.api_key_env) or None, cfg.timeout_s, cfg.context_tokens)
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        import openai
+
+        try:
+            return fn()
+        except openai.APIConnectionError as e:
+            raise ThinksearchError(f"cannot reach the endpoint {self.base_url} ({e.__class__.__name__}); is the server running?") from None
+        except openai.AuthenticationError:
+            raise ThinksearchError(f"the endpoint {self.base_url} refused the API key (401); set the variable named by --api-key-env") from None
+        except openai.APIStatusError as e:
+            detail = " ".join(str(getattr(e, "message", e)).split())[:300]
+            raise ThinksearchError(f"the endpoint {self.base_url} answered {e.status_code}: {detail}") from None
+
+    def _first_model(self) -> str:
+        page = self._call(lambda: self.client.models.list())
+        ids = [m.id for m in page.data]
+        if not ids:
+            raise ThinksearchError(f"the endpoint {self.base_url} lists no models; pass --served-model")
+        return ids[0]
+
+    def render(self, messages: Sequence[Message]) -> str:
+        assert self.tokenizer is not None
+        return fmt.render(self.tokenizer, messages, add_generation_prompt=True)
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        if self.tokenizer is None:  # chat API without a local tokenizer: a safe overestimate
+            return sum(len(str(m.get("content") or "")) + 8 for m in messages)
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    def _params(self, sampling: Sampling) -> dict[str, Any]:
+        p: dict[str, Any] = {"model": self.served_model, "max_tokens": sampling.max_new_tokens,
+                             "temperature": sampling.temperature, "stop": list(STOP)}
+        if sampling.temperature > 0:
+            p["top_p"] = sampling.top_p
+            if sampling.seed is not None:
+                p["seed"] = sampling.seed
+        return p
+
+    @staticmethod
+    def _repair(text: str, finish: str | None) -> tuple[str, Literal["stop", "length"]]:
+        if text.count(fmt.TOOL_OPEN) > text.count(fmt.TOOL_CLOSE) and finish != "length":
+            text += fmt.TOOL_CLOSE  # the endpoint stopped at </tool_call> and dropped it
+        return text, "length" if finish == "length" else "stop"
+
+    def _chat_text(self, msg: Any) -> str:
+        extra = getattr(msg, "model_extra", None) or {}
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+        text = f"{fmt.thinking_block(reasoning)}\n\n" if reasoning else ""
+        text += msg.content or ""
+        calls = []
+        for c in msg.tool_calls or []:
+            try:
+                args = json.loads(c.function.arguments)
+            except ValueError:
+                args = {}
+            calls.append({"function": {"name": c.function.name, "arguments": args}})
+        return fmt.render_assistant(text, calls)
+
+    def _one(self, messages: Sequence[Message], sampling: Sampling) -> Completion:
+        t0 = time.perf_counter()
+        if self.api == "completions":
+            prompt = self.render(messages)
+            r = self._call(lambda: self.client.completions.create(prompt=prompt, **self._params(sampling)))
+            text, finish = r.choices[0].text or "", r.choices[0].finish_reason
+        else:
+            r = self._call(lambda: self.client.chat.completions.create(
+                messages=_to_openai_messages(messages), **self._params(sampling)))
+            text, finish = self._chat_text(r.choices[0].message), r.choices[0].finish_reason
+        text, reason = self._repair(text, finish)
+        usage = r.usage
+        n_prompt = usage.prompt_tokens if usage else self.count_tokens(messages)
+        n_out = usage.completion_tokens if usage else self._count_text(text)
+        return Completion(text, reason, n_prompt, n_out, time.perf_counter() - t0)
+
+    def _count_text(self, text: str) -> int:
+        if self.tokenizer is None:
+            return len(text)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
+        if len(conversations) == 1:
+            return [self._one(conversations[0], sampling)]
+        # The endpoint batches concurrent requests itself (vLLM, llama.cpp with --parallel).
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
+            return list(pool.map(lambda m: self._one(m, sampling), conversations))
+
+    def stream(self, messages: Sequence[Message], sampling: Sampling,
+               cancel: threading.Event | None = None) -> Iterator[str | Completion]:
+        t0 = time.perf_counter()
+        params = {**self._params(sampling), "stream": True, "stream_options": {"include_usage": True}}
+        if self.api == "completions":
+            prompt = self.render(messages)
+            response = self._call(lambda: self.client.completions.create(prompt=prompt, **params))
+        else:
+            response = self._call(lambda: self.client.chat.completions.create(messages=_to_openai_messages(messages), **params))
+        text, finish, usage = "", None, None
+        in_reasoning = False
+        try:
+            for chunk in response:
+                usage = getattr(chunk, "usage", None) or usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                finish = choice.finish_reason or finish
+                if self.api == "completions":
+                    piece = choice.text or ""
+                else:
+                    delta = choice.delta
+                    extra = getattr(delta, "model_extra", None) or {}
+                    reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
+                    piece = ""
+                    if reasoning and not in_reasoning:
+                        piece, in_reasoning = fmt.THINK_OPEN + "\n", True
+                    piece += reasoning
+                    if (delta.content or delta.tool_calls) and in_reasoning:
+                        piece, in_reasoning = piece + "\n" + fmt.THINK_CLOSE + "\n\n", False
+                    piece += delta.content or ""
+                    for c in delta.tool_calls or []:  # an endpoint with a tool parser; rare here
+                        if c.function and c.function.name:
+                            piece += f"\n{fmt.TOOL_OPEN}\n"
+                        if c.function and c.function.arguments:
+                            piece += c.function.arguments
+                if piece:
+                    text += piece
+                    yield piece
+                if cancel is not None and cancel.is_set():
+                    break
+        except Exception as e:  # the stream broke off midway: say where, once
+            import openai
+
+            if isinstance(e, openai.OpenAIError):
+                raise ThinksearchError(f"the stream from {self.base_url} broke off: {e.__class__.__name__}") from None
+            raise
+        finally:
+            response.close()
+        text, reason = self._repair(text, finish)
+        n_prompt = usage.prompt_tokens if usage else self.count_tokens(messages)
+        n_out = usage.completion_tokens if usage else self._count_text(text)
+        yield Completion(text, reason, n_prompt, n_out, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def prompt_tokenizer(ref: str, required: bool) -> "PreTrainedTokenizerBase | None":
+    from thinksearch import models
+
+    try:
+        return models.load_tokenizer(models.resolve(ref))
+    except ThinksearchError as e:
+        if required:
+            raise ThinksearchError(f"--model {ref!r} must be a local model whose chat template renders the prompt ({e}); "
+                                   "or use --endpoint-api chat") from None
+        return None
