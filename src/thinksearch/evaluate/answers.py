@@ -74,13 +74,15 @@ def answer_flags(rec: Mapping[str, Any]) -> dict[str, Any]:
         "final_answer": final,
         "has_final_answer": final is not None,
         "searched": searched,
-        "gold": bool(answers),
+        "gold": bool(gold),
         "answerable": answerable if rec["type"] == "search" else None,
         "correct": correct,
         "abstained": abstained,
         "numbers": numbers,
         "unsupported_numbers": unsupported,
-        "confidently_wrong": (correct is False and not searched and not abstained) if correct is not None else None,
+        # Said something, and something wrong, with neither a search nor a caveat behind it.
+        "confidently_wrong": (correct is False and final is not None and not searched and not abstained)
+        if correct is not None else None,
     }
 
 
