@@ -245,14 +245,16 @@ class EvalConfig:
     """cpu, cuda, cuda:1 ...; auto picks a GPU when there is one."""
     restart: bool = False
     """Discard outputs saved in output_dir and generate again (default: resume; refuses if the settings changed)."""
-    agent: bool = False
-    """Answer each question through the agent loop (searches run, results go back, the model answers) and score the final answers; off: score the first turn only."""
+    agent: bool | None = None
+    """Answer each question through the agent loop (searches run, results go back, the model answers) and score its final answer; off: score the first turn only. null: on in `thinksearch run`, off in `thinksearch eval`."""
     max_rounds: int = 3
     """With --agent: model turns per question at most (as in ask/chat)."""
     gold_only: bool = False
     """Subsample only from questions that carry gold answers (or are marked unanswerable), so every sampled answer is scored."""
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     """With --agent: the search backend that answers the models' tool calls (in a run: the run's index)."""
+    corpus: list[str] = dataclasses.field(default_factory=lambda: ["data/corpus/snapshot.jsonl"])
+    """Corpus files whose passage ids gold rows may name: checked when the eval file loads (files that do not exist are skipped)."""
 
     def __post_init__(self) -> None:
         check_positive(self, "limit_per_type", "max_new_tokens", "batch_size", "max_rounds")
