@@ -11,6 +11,7 @@ import pytest
 
 from thinksearch import config as cfg
 from thinksearch import format as fmt
+from thinksearch.config import flags
 from thinksearch.errors import ConfigError
 
 
@@ -101,6 +102,6 @@ def test_parse_set():
 
 
 def test_module_doctests():
-    for module in (cfg, fmt):
+    for module in (flags, fmt):  # flag_name's example lives in config.flags
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -745,3 +745,13 @@ def test_more_bad_inputs_each_get_one_line(tiny_model_dir, run, data_file, tmp_p
     broken.write_text('[\n {"messages": []}\n {"messages": []}\n]\n', encoding="utf-8")
     with pytest.raises(ThinksearchError, match=r"broken\.json:3: invalid JSON: expected ',' or ']' after an array item"):
         tr.read_rows([broken], skip_bad=True)
+
+
+def test_saved_config_reads_the_train_section_and_ignores_an_unreadable_file(tmp_path):
+    assert tr.saved_config(tmp_path) is None  # no run here
+    saved = tmp_path / tr.CONFIG_FILE
+    saved.write_text("train:\n  lora_r: 8\n", encoding="utf-8")
+    assert tr.saved_config(tmp_path) == {"lora_r": 8}
+    for text in ("train: [unclosed\n", "- a list\n", "train: 3\n"):
+        saved.write_text(text, encoding="utf-8")
+        assert tr.saved_config(tmp_path) is None, text

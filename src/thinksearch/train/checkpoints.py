@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from thinksearch import config as config_mod
 from thinksearch.config import TrainConfig
-from thinksearch.errors import ThinksearchError
+from thinksearch.errors import ConfigError, ThinksearchError
 from thinksearch.files import read_json, write_json_atomic, write_text_atomic
 
 RUN_FILE = "run.json"
@@ -38,15 +38,12 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
 
 
 def saved_config(output_dir: str | Path) -> dict[str, Any] | None:
-    """The config a run directory was started with (None if it holds no run)."""
-    import yaml
-
-    path = Path(output_dir).expanduser() / CONFIG_FILE
+    """The config a run directory was started with (None if it holds no readable one)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = config_mod.load_yaml(Path(output_dir).expanduser() / CONFIG_FILE)
+    except ConfigError:  # missing, unreadable, not YAML or not a mapping: no run to resume from
         return None
-    section = data.get("train") if isinstance(data, dict) else None
+    section = data.get("train")
     return dict(section) if isinstance(section, dict) else None
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
+from thinksearch import files
 from thinksearch import format as fmt
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import read_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -154,53 +154,14 @@ def check_row(obj: Any) -> tuple[str | None, list[dict[str, Any]]]:
     return kind, out
 
 
-def _json_array_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    """Yield (line, item) for each element of a top-level JSON array, with its line number.
-
-    A break in the array itself is an error even with --skip-bad-rows: nothing after it can be read.
-    """
-    dec = json.JSONDecoder()
-    pos = text.index("[") + 1
-    n = len(text)
-
-    def skip_ws(p: int) -> int:
-        while p < n and text[p] in " \t\r\n":
-            p += 1
-        return p
-
-    pos = skip_ws(pos)
-    if pos < n and text[pos] == "]":
-        return
-    while True:
-        line = text.count("\n", 0, pos) + 1
-        try:
-            item, pos = dec.raw_decode(text, pos)
-        except ValueError as e:
-            raise ThinksearchError(f"{path}:{line}: invalid JSON: {e}") from None
-        yield line, item
-        pos = skip_ws(pos)
-        if pos < n and text[pos] == ",":
-            pos = skip_ws(pos + 1)
-            continue
-        if pos < n and text[pos] == "]":
-            return
-        line = text.count("\n", 0, pos) + 1
-        raise ThinksearchError(f"{path}:{line}: invalid JSON: expected ',' or ']' after an array item")
-
-
 def _iter_file(path: Path) -> Iterator[tuple[int, Any | BadRow]]:
-    """(line, parsed object or the parse error) for each row of a JSONL file or a JSON array file."""
-    text = read_text(path, "data file")
-    if text.lstrip().startswith("["):  # the reference layout: one JSON array of {"messages", "type"}
-        yield from _json_array_items(path, text)
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except ValueError as e:
-            yield lineno, BadRow(f"invalid JSON: {e}")
+    """(line, parsed object or the parse error) for each row of a JSONL file or a JSON array file.
+
+    A JSONL line that is not JSON is a bad row (skippable); a break in a JSON array is an error
+    even with --skip-bad-rows: nothing after it can be read.
+    """
+    for lineno, obj in files.read_items(path, "data file", errors="keep"):
+        yield lineno, BadRow(str(obj)) if isinstance(obj, files.InvalidJson) else obj
 
 
 def read_rows(paths: Sequence[str | Path], skip_bad: bool = False) -> tuple[list[Row], list[Skip]]:

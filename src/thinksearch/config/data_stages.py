@@ -1,0 +1,186 @@
+"""The configs of the stages that make training data: search, the teacher and synthesis.
+
+Fields carry a docstring (shown by ``--help``); ``__post_init__`` checks values and names the
+flag of a bad one. SearchConfig is shared: synthesis, the agent and eval all search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from thinksearch.config.flags import check_positive, invalid
+
+
+# ---- search (shared by synth and the agent) ------------------------------------------
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Which search backend answers tool calls, during synthesis and at inference."""
+
+    backend: Literal["local", "searxng", "wikipedia", "simulated"] = "local"
+    """local: SQLite FTS5 index; searxng / wikipedia: HTTP APIs; simulated: a model writes results (labelled)."""
+    k: int = 5
+    """Results per query."""
+    index: str = "index.sqlite"
+    """local: path of the index built by `thinksearch index build`."""
+    tokenizer: Literal["auto", "jieba", "bigram"] = "auto"
+    """local, index build: how text is split into words: jieba (needs thinksearch[jieba]), character bigrams, or auto (jieba if installed; an existing index keeps its own)."""
+    passage_chars: int | None = None
+    """local, index build: cut longer documents into passages of at most this many characters (null: 800, or what an existing index uses)."""
+    url: str | None = None
+    """searxng: base URL (default $THINKSEARCH_SEARXNG_URL); wikipedia: api.php URL or site root (default the language's wikipedia.org)."""
+    language: str = "zh"
+    """searxng / wikipedia: result language (wikipedia: which language edition, e.g. zh, en)."""
+    timeout_s: float = 10.0
+    """HTTP backends: seconds one search may take, retries included."""
+    retries: int = 2
+    """HTTP backends: extra tries after a connection error, timeout, HTTP 429 or 5xx (with backoff)."""
+    cache: str | None = None
+    """SQLite cache of results keyed by (backend, what decides its results, query, k); null disables it."""
+    max_result_chars: int = 300
+    """Each result is cut to this many characters before a model sees it."""
+    max_total_chars: int = 1500
+    """The whole tool turn is cut to this many characters."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "k", "timeout_s", "max_result_chars", "max_total_chars", "passage_chars")
+        check_positive(self, "retries", allow_zero=True)
+        if self.passage_chars is not None and self.passage_chars < 50:
+            raise invalid("passage_chars", f"must be at least 50, got {self.passage_chars}")
+        if not self.language.strip():
+            raise invalid("language", "must not be empty (e.g. zh, en)")
+
+
+# ---- teacher + synth -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TeacherConfig:
+    """The model that writes synthesis data, and how to reach it."""
+
+    backend: Literal["local", "openai", "vllm"] = "local"
+    """local: transformers in this process (CPU or GPU); openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs); vllm: vLLM's offline engine (GPU, extra 'vllm')."""
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    """local / vllm: a model reference (offline alias, HF directory, .gguf, hub id); openai: the model name the server serves."""
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """openai: the server's OpenAI-compatible base URL (ends in /v1)."""
+    api_key_env: str | None = None
+    """openai: name of the environment variable holding the API key (e.g. OPENAI_API_KEY); null for local servers that need none. The key itself is never written anywhere."""
+    concurrency: int = 8
+    """openai: requests in flight at once (a batching server answers them together)."""
+    timeout_s: float = 120.0
+    """openai: seconds before one request is abandoned (and retried)."""
+    max_retries: int = 4
+    """openai: retries of a request after a 429, 5xx, timeout, connection error or malformed reply."""
+    backoff_s: float = 1.0
+    """openai: first retry waits up to this many seconds (full jitter), doubling each retry."""
+    backoff_max_s: float = 30.0
+    """openai: upper bound of one wait between retries."""
+    batch_size: int = 8
+    """local: prompts generated together (left-padded); the main speed lever on CPU."""
+    dtype: str = "auto"
+    """local / vllm: auto (bf16 where the hardware has it, else fp32), float32, bfloat16, float16."""
+    device: str = "auto"
+    """local: auto (cuda if available, else cpu), cpu, cuda, cuda:1 ..."""
+    gpu_memory_utilization: float = 0.85
+    """vllm: share of GPU memory the engine may take."""
+    max_model_len: int | None = None
+    """vllm: context length to reserve (null: the model's own)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "concurrency", "timeout_s", "batch_size", "backoff_max_s", "gpu_memory_utilization")
+        check_positive(self, "max_retries", "backoff_s", allow_zero=True)
+        check_positive(self, "max_model_len")
+        if not self.model.strip():
+            raise invalid("model", "must not be empty")
+        if self.backend == "openai" and not self.base_url.startswith(("http://", "https://")):
+            raise invalid("base_url", f"must start with http:// or https://, got {self.base_url!r}")
+        if self.api_key_env is not None and not self.api_key_env.strip():
+            raise invalid("api_key_env", "must name an environment variable (or be null)")
+        if self.gpu_memory_utilization > 1:
+            raise invalid("gpu_memory_utilization", f"must be at most 1, got {self.gpu_memory_utilization!r}")
+
+
+@dataclasses.dataclass
+class SynthConfig:
+    """Stage 1: question pools → teacher → gated SFT rows (DESIGN.md sections 2, 3)."""
+
+    thinking_questions: str = "data/questions/thinking.txt"
+    """Pool of questions that need reasoning, not fresh facts (.txt one per line, or .jsonl with a 'question' field)."""
+    search_questions: str = "data/questions/search.txt"
+    """Pool of questions that need fresh or changing information (.txt or .jsonl)."""
+    eval_questions: str | None = "data/eval/test.jsonl"
+    """Held-out eval questions: any pool question that is a near duplicate of one is dropped (null: no decontamination)."""
+    output: str = "synthetic_data.jsonl"
+    """Rows are appended here, one JSON object per line; rerunning the same command resumes."""
+    failures: str | None = None
+    """Where rejected and failed questions are logged with the reason (null: OUTPUT's name with .failures.jsonl)."""
+    export_reference: str | None = None
+    """Also write all rows in the reference layout: one JSON array of {messages, type} (null: don't)."""
+    num_thinking: int = 200
+    """Thinking rows to end up with (rejected questions are replaced by the next ones from the pool)."""
+    num_search: int = 200
+    """Search rows to end up with."""
+    seed: int = 0
+    """Seeds the pool order (sampling without replacement) and the teacher's sampling."""
+    near_duplicate_threshold: float = 0.7
+    """Character-bigram Jaccard similarity at or above which two questions count as near duplicates."""
+    retry_rejected: bool = False
+    """On a rerun, ask again the questions a quality gate rejected (transient failures are always eligible again)."""
+    batch_size: int = 8
+    """Questions per step: stage 1 for all of them, then their searches, then stage 2."""
+    temperature: float = 0.7
+    """Teacher sampling temperature (0: greedy)."""
+    top_p: float = 0.95
+    """Teacher nucleus sampling."""
+    max_tokens_analysis: int = 512
+    """Thinking stage 1: the reasoning trace."""
+    max_tokens_answer: int = 256
+    """Thinking stage 2: the final answer given the trace."""
+    max_tokens_query: int = 160
+    """Search stage 1: why fresh data is needed + the query, as JSON."""
+    max_tokens_grounded: int = 320
+    """Search stage 2: the answer grounded in the results."""
+    min_trace_chars: int = 10
+    """Gate: shorter reasoning traces (thinking and search) are rejected as too short."""
+    min_answer_chars: int = 2
+    """Gate: shorter answers are rejected as too short."""
+    max_repetition: float = 0.3
+    """Gate: share of repeated 12-character spans above which a text counts as a repetition loop."""
+    require_citation: bool = True
+    """Gate: a search answer must cite at least one result as [n] (and no result that does not exist)."""
+    search_reason_fallback: bool = False
+    """When the teacher's reason to search fails its gate (no reason given, or not about the
+    question), use a fixed sentence that opens with the teacher's query instead of rejecting the
+    question, and record it in the row's repairs. For small teachers, which mostly answer the
+    question instead of saying why to search, so that search rows cover every category (README,
+    Configs)."""
+    decision_line: bool = False
+    """Open every trace with a fixed sentence that states the decision: no search needed (thinking
+    rows) or a search needed (search rows), so both row types train the same position on the
+    same choice, right after the question. Off by default: the decisions it trained were not
+    stable at the quickstart's size (README, Results)."""
+    max_consecutive_errors: int = 16
+    """Stop the run (resumable) after this many teacher or search errors in a row: the backend is down."""
+    teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
+    """The teacher model."""
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    """The search backend that answers the search samples' queries."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "num_thinking", "num_search", "temperature", allow_zero=True)
+        check_positive(self, "batch_size", "max_tokens_analysis", "max_tokens_answer", "max_tokens_query",
+                       "max_tokens_grounded", "min_answer_chars", "max_consecutive_errors")
+        check_positive(self, "min_trace_chars", allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise invalid("top_p", f"must be in (0, 1], got {self.top_p!r}")
+        if not 0 < self.near_duplicate_threshold <= 1:
+            raise invalid("near_duplicate_threshold", f"must be in (0, 1], got {self.near_duplicate_threshold!r}")
+        if not 0 < self.max_repetition <= 1:
+            raise invalid("max_repetition", f"must be in (0, 1], got {self.max_repetition!r}")
+        if not self.output.strip():
+            raise invalid("output", "must be a file path")
+        if self.num_thinking == 0 and self.num_search == 0:
+            raise invalid("num_thinking", "num_thinking and num_search are both 0: nothing to synthesize")
