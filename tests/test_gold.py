@@ -18,7 +18,7 @@ from thinksearch.scoring import matches_gold
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "data/eval/test.jsonl"
 CORPUS = ROOT / "data/corpus/snapshot.jsonl"
-SCRIPT = ROOT / "data/eval/recompute_golds.py"
+SCRIPT = ROOT / "data/recompute_golds.py"
 
 # Answerable rows whose key fact is derived from the passage rather than printed in it.
 DERIVED = {"search-exchange_rates-03": "10万韩元 from the passage's rate per 100 won"}
