@@ -3,9 +3,9 @@ data/recompute_golds.py."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
-import contextlib
 import itertools
 import json
 import math
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from gold_code import choice_phrases, evaluated, num, run_printed, snippet_of, weekday_names
+
 
 def rope_pieces(folds: int) -> int:
     """Pieces of a rope folded in half ``folds`` times and cut once through the middle."""

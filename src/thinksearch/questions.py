@@ -1,9 +1,9 @@
 """Question pools: load, normalise, de-duplicate, decontaminate, sample without replacement.
 
 A question file is ``.txt`` (one question per line; ``#`` starts a comment line; blank lines
-are ignored; ``# category: NAME`` names the category of the lines below), ``.jsonl`` (one object per line with a string ``question`` field, or a
-reference-layout row whose first user message is the question) or ``.json`` (an array of
-such objects). Each question gets two forms:
+are ignored; ``# category: NAME`` names the category of the lines below), ``.jsonl`` (one
+object per line with a string ``question`` field, or a reference-layout row whose first user
+message is the question) or ``.json`` (an array of such objects). Each question gets two forms:
 
 - its *text*, what the student sees: whitespace collapsed, NFC. NFKC is deliberately not
   applied here: it folds Chinese full-width punctuation (``？，``) to ASCII, and the student
