@@ -60,3 +60,18 @@ def fraction_names(x: Fraction) -> list[str]:
     """A proper fraction as "3/8" and as "八分之三" (numerator and denominator up to ten)."""
     assert 0 < x.numerator and x.denominator <= 10, x
     return [f"{x.numerator}/{x.denominator}", f"{CN_DIGITS[x.denominator]}分之{CN_DIGITS[x.numerator]}"]
+
+
+def stated(value: object) -> list[str]:
+    """A value as the answer states it, for values the question itself contains ("取到3", not a bare "3")."""
+    return [f"{verb}{value}" for verb in ("是", "为", "等于", "得到", "返回", "输出", "取到")]
+
+
+def limit(value: Fraction) -> list[str]:
+    """The ways the gold accepts for "the sum tends to / equals this value"."""
+    return [f"{verb}{num(value)}" for verb in ("趋近于", "趋于", "接近", "等于", "是", "为")]
+
+
+def harmonic_mean(a: int, b: int) -> str:
+    """The average speed over equal distances at speeds ``a`` and ``b``."""
+    return num(Fraction(2 * a * b, a + b))

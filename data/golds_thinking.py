@@ -16,16 +16,12 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Callable
 
-from gold_code import choice_phrases, evaluated, fraction_names, num, run_printed, snippet_of, weekday_names
+from gold_code import (choice_phrases, evaluated, fraction_names, harmonic_mean, limit, num, run_printed, snippet_of,
+                       stated, weekday_names)
 
 D = Decimal
 WEDNESDAY = dt.date(2024, 1, 3)
 assert WEDNESDAY.weekday() == 2
-
-
-def stated(value: object) -> list[str]:
-    """A value as the answer states it, for values the question itself contains ("取到3", not a bare "3")."""
-    return [f"{verb}{value}" for verb in ("是", "为", "等于", "得到", "返回", "输出", "取到")]
 
 
 def chickens_rabbits(q: str) -> list[str]:
@@ -96,10 +92,6 @@ def three_digit_numbers(q: str) -> list[str]:
 def girls(q: str) -> list[str]:
     n = Fraction(20 * (82 - 79), 85 - 82)  # the boys' deficit below the mean, made up by the girls' surplus
     return [f"女生{verb}{n}{unit}" for verb in ("有", "", "共") for unit in "人名"]  # "20" alone is the boys' count
-
-
-def harmonic_mean(a: int, b: int) -> str:
-    return num(Fraction(2 * a * b, a + b))
 
 
 def paper_folds(q: str) -> list[str]:
@@ -381,7 +373,7 @@ COMPUTED: dict[str, Callable[[str], list[str]]] = {
     "pool-think-arithmetic-31": lambda q: [str(3 + (20 - 1) * 4)],
     "pool-think-arithmetic-32": lambda q: [num(8000 * D("0.3") * 12)],
     "pool-think-arithmetic-33": lambda q: [num(Fraction(3 * 4, 2))] if 3**2 + 4**2 == 5**2 else [],
-    "pool-think-arithmetic-34": lambda q: [num(D("3.6") * 1000 / 3600)],
+    "pool-think-arithmetic-34": lambda q: [num(D("3.6") * 1000 / 3600) + "米"],  # a bare 1 is in many answers
     "pool-think-arithmetic-35": bottles,
     "pool-think-arithmetic-36": linear_pair,
     "pool-think-arithmetic-37": lambda q: weekday_names(WEDNESDAY + dt.timedelta(days=100)),
@@ -411,7 +403,7 @@ COMPUTED: dict[str, Callable[[str], list[str]]] = {
     "pool-think-arithmetic-61": girls,
     "pool-think-arithmetic-62": wheel,
     "pool-think-arithmetic-63": discount_for_profit,
-    "pool-think-arithmetic-64": lambda q: [num(Fraction(Fraction(1, 2), 1 - Fraction(1, 2)))],
+    "pool-think-arithmetic-64": lambda q: limit(Fraction(Fraction(1, 2), 1 - Fraction(1, 2))),
     "pool-think-arithmetic-65": lambda q: [str(math.factorial(10))],
     "pool-think-arithmetic-66": lambda q: [num(D(9) * 6 / (D("0.3") * D("0.3")))],
     "pool-think-arithmetic-67": lambda q: [str(2030 - 2015)],
