@@ -18,7 +18,8 @@ from thinksearch.scoring import matches_gold
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "data/eval/test.jsonl"
 CORPUS = ROOT / "data/corpus/snapshot.jsonl"
-SCRIPT = ROOT / "data/eval/recompute_golds.py"
+SCRIPT = ROOT / "data/recompute_golds.py"
+POOL = ROOT / "data/questions/thinking.jsonl"
 
 # Answerable rows whose key fact is derived from the passage rather than printed in it.
 DERIVED = {"search-exchange_rates-03": "10万韩元 from the passage's rate per 100 won"}
@@ -84,6 +85,26 @@ def test_recompute_script_catches_a_wrong_gold_and_a_gold_without_code(tmp_path)
     assert "think-arithmetic-08: answers ['4200'] but code computes ['4232']" in proc.stdout
     assert "think-programming-01: answers ['abababcc'] but code computes ['abababc']" in proc.stdout
     assert "think-arithmetic-99: arithmetic gold without a recompute function" in proc.stdout
+
+
+def test_recompute_script_checks_the_thinking_pool_too(tmp_path):
+    rows = [json.loads(line) for line in POOL.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for r in rows:
+        if r["id"] == "pool-think-arithmetic-17":
+            r["answers"] = ["1000"]  # 2**10, typed from memory
+        if r["id"] == "pool-think-programming-30":
+            r["question"] = r["question"].replace('"hello"', '"world"')  # the snippet the function runs is gone
+    rows.append({"id": "pool-think-programming-99", "type": "thinking", "question": "print(2 ** 3) 输出什么？",
+                 "category": "programming", "answers": ["8"], "match": "any"})
+    pool = tmp_path / "thinking.jsonl"
+    pool.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    proc = _run("--pool", str(pool))
+    assert proc.returncode == 1
+    assert "pool-think-arithmetic-17: answers ['1000'] but code computes ['1024']" in proc.stdout
+    assert "pool-think-programming-30: recompute failed: AssertionError: snippet '\"hello\"[::-1]' is not in the question" \
+        in proc.stdout
+    assert "pool-think-programming-99: programming gold without a recompute function" in proc.stdout
+    assert "3 problem(s)" in proc.stdout
 
 
 def test_recompute_script_reports_a_malformed_file_by_line(tmp_path):

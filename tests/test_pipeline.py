@@ -55,8 +55,8 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tmp_path, tiny_model_dir, t
         "run_dir": str(run_dir),
         "corpus": [str(ROOT / "data/corpus/snapshot.jsonl")],
         "synth": {
-            "thinking_questions": str(ROOT / "data/questions/thinking.txt"),
-            "search_questions": str(ROOT / "data/questions/search.txt"),
+            "thinking_questions": str(ROOT / "data/questions/thinking.jsonl"),
+            "search_questions": str(ROOT / "data/questions/search.jsonl"),
             "eval_questions": str(eval_file),
             "num_thinking": 6, "num_search": 6, "batch_size": 4, "require_citation": False,
             "teacher": {"backend": "openai", "model": "scripted", "base_url": teacher.base_url,

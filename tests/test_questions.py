@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import itertools
 import json
 import random
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from thinksearch import gold
 from thinksearch import questions as qs
 from thinksearch.errors import ThinksearchError
+from thinksearch.scoring import matches_gold
 
 ROOT = Path(__file__).resolve().parents[1]
+THINKING = ROOT / "data/questions/thinking.jsonl"
+SEARCH = ROOT / "data/questions/search.jsonl"
 
 
 def test_module_doctests():
@@ -123,7 +130,7 @@ def test_bad_question_files_fail_with_one_line(tmp_path, name, data, message):
 
 
 def test_shipped_eval_set_is_no_near_duplicate_of_the_training_pools():
-    pools = [ROOT / "data/questions/thinking.txt", ROOT / "data/questions/search.txt"]
+    pools = [THINKING, SEARCH]
     eval_file = ROOT / "data/eval/test.jsonl"
     held_out = qs.read_questions(eval_file)
     assert len(held_out) >= 30
@@ -132,3 +139,76 @@ def test_shipped_eval_set_is_no_near_duplicate_of_the_training_pools():
         assert len(train) >= 100, pool
         hits = qs.near_duplicates(train, held_out, threshold=qs.DEFAULT_THRESHOLD)
         assert not hits, [(train[i], held_out[j], s) for i, j, s in hits[:5]]
+
+
+def test_read_pool_keeps_category_and_gold_and_load_pool_looks_them_up(tmp_path):
+    jl = tmp_path / "t.jsonl"
+    rows = [{"id": "a", "type": "thinking", "question": "17×23等于多少？", "category": "arithmetic", "answers": ["391"],
+             "match": "any"},
+            {"question": "为什么要早睡？", "category": "everyday"},
+            {"question": "17×23等于多少?", "category": "other"}]  # an exact duplicate: the first row's entry wins
+    jl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    got = qs.read_pool(jl)
+    assert got[0] == qs.Question("17×23等于多少？", "arithmetic", "a", ("391",), "any", f"{jl}:1")
+    assert got[0].checkable and not got[1].checkable and got[1].category == "everyday"
+    pool = qs.load_pool(jl)
+    assert pool.questions == ["17×23等于多少？", "为什么要早睡？"]
+    assert pool.entry("17×23等于多少？").answers == ("391",) and pool.entry("17×23等于多少？").category == "arithmetic"
+    assert pool.gold_counts() == {"arithmetic": {"questions": 1, "with_gold": 1}, "everyday": {"questions": 1, "with_gold": 0}}
+    txt = tmp_path / "t.txt"
+    txt.write_text("# 注释\n无类别？\n# category: logic — 逻辑\n第一题？\n\n# category: science\n第二题\n", encoding="utf-8")
+    assert [(q.text, q.category, q.where) for q in qs.read_pool(txt)] == [
+        ("无类别？", None, f"{txt}:2"), ("第一题？", "logic", f"{txt}:4"), ("第二题", "science", f"{txt}:7")]
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"question": "1+1？", "answers": ["2"], "match": "most"}, "'match' must be one of any, all, got 'most'"),
+    ({"question": "1+1？", "answers": ["2"]}, "'answers' needs 'match' (one of: any, all)"),
+    ({"question": "1+1？", "answers": [], "match": "any"}, "'answers' is empty (list at least one accepted answer, or "
+                                                          "leave the field out for an open question)"),
+    ({"question": "1+1？", "category": 3}, "'category' must be a string"),
+])
+def test_pool_gold_rows_are_checked_like_the_eval_set(tmp_path, row, message):
+    p = tmp_path / "pool.jsonl"
+    p.write_text('{"question": "好问题"}\n\n' + json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(ThinksearchError) as e:
+        qs.load_pool(p)
+    assert str(e.value) == f"{p}:3: {message}"
+
+
+def _shipped_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        pytest.skip("question files not in this checkout yet")
+    return gold.load_gold(path, None)
+
+
+def test_shipped_pools_have_ids_categories_and_gold_only_where_meant():
+    thinking, search = _shipped_rows(THINKING), _shipped_rows(SEARCH)
+    for kind, rows in (("think", thinking), ("search", search)):
+        numbered = Counter()
+        for r in rows:
+            numbered[r["category"]] += 1
+            assert r["id"] == f"pool-{kind}-{r['category']}-{numbered[r['category']]:02d}"
+    assert {r["type"] for r in thinking} == {"thinking"} and {r["type"] for r in search} == {"search"}
+    assert not [r["id"] for r in search if set(r) & set(qs.GOLD_FIELDS)]
+    assert sum("answers" in r for r in thinking) >= 250
+    # A model that restates the question must not pass: "还是长度单位" holds "是长度单位".
+    echoed = [r["id"] for r in thinking if "answers" in r and matches_gold(r["question"], r["answers"], r["match"])]
+    assert not echoed
+
+
+def test_data_readme_gold_table_matches_the_thinking_pool(monkeypatch):
+    rows = _shipped_rows(THINKING)
+    monkeypatch.syspath_prepend(str(ROOT / "data"))
+    computed = importlib.import_module("golds_thinking").COMPUTED
+    table = {}
+    for r in rows:
+        c = table.setdefault(r["category"], [0, 0, 0])
+        c[0] += 1
+        c[1] += "answers" in r
+        c[2] += r["id"] in computed
+    table["all"] = [sum(c[i] for c in table.values()) for i in range(3)]
+    readme = (ROOT / "data/README.md").read_text(encoding="utf-8")
+    documented = {m[1]: [int(m[2]), int(m[3]), int(m[4])]
+                  for m in re.finditer(r"^\| `?(\w+)`? \| (\d+) \| (\d+) \| (\d+) \|$", readme, re.M)}
+    assert documented == table

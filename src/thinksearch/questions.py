@@ -1,9 +1,9 @@
 """Question pools: load, normalise, de-duplicate, decontaminate, sample without replacement.
 
 A question file is ``.txt`` (one question per line; ``#`` starts a comment line; blank lines
-are ignored), ``.jsonl`` (one object per line with a string ``question`` field, or a
-reference-layout row whose first user message is the question) or ``.json`` (an array of
-such objects). Each question gets two forms:
+are ignored; ``# category: NAME`` names the category of the lines below), ``.jsonl`` (one
+object per line with a string ``question`` field, or a reference-layout row whose first user
+message is the question) or ``.json`` (an array of such objects). Each question gets two forms:
 
 - its *text*, what the student sees: whitespace collapsed, NFC. NFKC is deliberately not
   applied here: it folds Chinese full-width punctuation (``？，``) to ASCII, and the student
@@ -16,7 +16,11 @@ Near duplicates are pairs whose character-bigram sets have a Jaccard similarity 
 threshold (bigrams suit Chinese, which has no spaces to split words on). :func:`near_duplicates`
 finds them with prefix filtering (rare bigrams first), so pools of tens of thousands stay fast.
 
-Run as: ``python -c "from thinksearch.questions import load_pool; print(load_pool('data/questions/thinking.txt').report)"``.
+Pool files may carry per question a category and gold (``answers`` / ``match``, the eval set's
+format, DESIGN.md §10): :func:`read_pool` returns them as :class:`Question` objects and
+:meth:`Pool.entry` looks them up for a sampled question.
+
+Run as: ``python -c "from thinksearch.questions import load_pool; print(load_pool('data/questions/thinking.jsonl').report)"``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import json_array_items, jsonl_items, read_text
+from thinksearch.gold import check_row
 
 DEFAULT_THRESHOLD = 0.7
 
@@ -224,6 +229,32 @@ def shuffled(questions: Sequence[str], seed: int | str) -> list[str]:
 # ----------------------------------------------------------------------------- files
 
 
+CATEGORY_MARK = "# category:"
+"""A ``.txt`` comment line that names the category of the questions below it."""
+GOLD_FIELDS = ("answers", "match", "answerable", "passages")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question of a pool file with what the file says about it (DESIGN.md §10)."""
+
+    text: str
+    """The normalised question (:func:`normalize`)."""
+    category: str | None = None
+    id: str | None = None
+    answers: tuple[str, ...] = ()
+    """Accepted answers; empty for an open question (no gold)."""
+    match: str = "any"
+    """``any``: one accepted answer must appear; ``all``: each must."""
+    where: str = ""
+    """``file:line`` of the question, for messages."""
+
+    @property
+    def checkable(self) -> bool:
+        """Does the question carry gold that a final answer can be scored against?"""
+        return bool(self.answers)
+
+
 def _question_of(obj: Any) -> str | None:
     if not isinstance(obj, dict):
         return None
@@ -238,11 +269,25 @@ def _question_of(obj: Any) -> str | None:
     return None
 
 
-def read_questions(path: str | Path) -> list[str]:
-    """The questions in a file, normalised, in file order (duplicates still in)."""
+def _from_row(obj: dict[str, Any], text: str, where: str) -> Question:
+    if any(f in obj for f in GOLD_FIELDS):
+        # A row with gold must be a well-formed gold row: the same checks as the eval set.
+        check_row({"type": "thinking", **obj} if "type" not in obj else obj, where)
+    category, rid = obj.get("category"), obj.get("id")
+    for name, value in (("category", category), ("id", rid)):
+        if value is not None and not isinstance(value, str):
+            raise ThinksearchError(f"{where}: {name!r} must be a string")
+    return Question(text, category, rid, tuple(obj.get("answers", ())), obj.get("match", "any"), where)
+
+
+def read_pool(path: str | Path) -> list[Question]:
+    """The questions in a file with their category and gold, normalised, in file order
+    (duplicates still in). In ``.txt`` files a ``# category: NAME …`` line sets the category
+    of the questions below it; JSON rows carrying gold are checked like the eval set's
+    (:func:`thinksearch.gold.check_row`, errors name ``file:line``)."""
     path = Path(path)
     text = read_text(path, "question file")
-    raw: list[str] = []
+    out: list[Question] = []
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         if suffix == ".json" and not text.lstrip().startswith("["):
@@ -252,16 +297,23 @@ def read_questions(path: str | Path) -> list[str]:
             q = _question_of(obj)
             if q is None:
                 raise ThinksearchError(f"{path}:{n}: expected an object with a string 'question' field")
-            raw.append(q)
+            out.append(_from_row(obj, normalize(q), f"{path}:{n}"))
     else:
-        for line in text.splitlines():
-            if line.lstrip().startswith("#"):
-                continue
-            raw.append(line)
-    questions = [q for q in (normalize(r) for r in raw) if key(q)]
-    if not questions:
+        category = None
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.lstrip().startswith(CATEGORY_MARK):
+                category = (line.split(":", 1)[1].split() or [None])[0]
+            if not line.lstrip().startswith("#"):
+                out.append(Question(normalize(line), category, where=f"{path}:{n}"))
+    out = [q for q in out if key(q.text)]
+    if not out:
         raise ThinksearchError(f"question file {path} holds no questions")
-    return questions
+    return out
+
+
+def read_questions(path: str | Path) -> list[str]:
+    """The questions in a file, normalised, in file order (duplicates still in)."""
+    return [q.text for q in read_pool(path)]
 
 
 @dataclass
@@ -272,6 +324,27 @@ class Pool:
     questions: list[str]
     dropped: list[Dropped] = field(default_factory=list)
     loaded: int = 0
+    entries: dict[str, Question] = field(default_factory=dict)
+    """What the file says about each question (category, gold), by :func:`key`."""
+
+    def entry(self, question: str) -> Question:
+        """The file's entry for a question of the pool (a bare one when the file gave none).
+
+        >>> pool = Pool("p", ["1+1=?"], entries={key("1+1=?"): Question("1+1=?", "arithmetic", answers=("2",))})
+        >>> pool.entry("1+1=?").answers, pool.entry("别的问题").checkable
+        (('2',), False)
+        """
+        return self.entries.get(key(question)) or Question(question)
+
+    def gold_counts(self) -> dict[str, dict[str, int]]:
+        """Per category (``""`` for none): questions kept and how many of them carry gold."""
+        out: dict[str, dict[str, int]] = {}
+        for q in self.questions:
+            e = self.entry(q)
+            c = out.setdefault(e.category or "", {"questions": 0, "with_gold": 0})
+            c["questions"] += 1
+            c["with_gold"] += e.checkable
+        return out
 
     @property
     def report(self) -> dict[str, Any]:
@@ -281,12 +354,15 @@ class Pool:
 
 def load_pool(path: str | Path, held_out: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD) -> Pool:
     """Read, de-duplicate and decontaminate one pool."""
-    raw = read_questions(path)
-    kept, dropped = dedupe(raw, threshold)
+    rows = read_pool(path)
+    entries: dict[str, Question] = {}
+    for q in rows:
+        entries.setdefault(key(q.text), q)  # the first of exact duplicates, as dedupe keeps
+    kept, dropped = dedupe([q.text for q in rows], threshold)
     if held_out:
         kept, more = decontaminate(kept, held_out, threshold)
         dropped += more
-    return Pool(str(path), kept, dropped, len(raw))
+    return Pool(str(path), kept, dropped, len(rows), {k: entries[k] for k in keys(kept)})
 
 
 def separate(a: Pool, b: Pool) -> None:

@@ -107,9 +107,9 @@ class TeacherConfig:
 class SynthConfig:
     """Stage 1: question pools → teacher → gated SFT rows (DESIGN.md sections 2, 3)."""
 
-    thinking_questions: str = "data/questions/thinking.txt"
+    thinking_questions: str = "data/questions/thinking.jsonl"
     """Pool of questions that need reasoning, not fresh facts (.txt one per line, or .jsonl with a 'question' field)."""
-    search_questions: str = "data/questions/search.txt"
+    search_questions: str = "data/questions/search.jsonl"
     """Pool of questions that need fresh or changing information (.txt or .jsonl)."""
     eval_questions: str | None = "data/eval/test.jsonl"
     """Held-out eval questions: any pool question that is a near duplicate of one is dropped (null: no decontamination)."""

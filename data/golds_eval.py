@@ -1,23 +1,8 @@
-"""Recompute every gold answer of the eval set that code can compute, and report mismatches.
-
-Arithmetic, unit, date and program-output golds are not trusted as typed: each such row has a
-function below, keyed by the row's ``id``, that derives its accepted answers. Python snippets
-are taken from the question text itself (the function checks that the snippet is in the
-question) and executed, so the gold is what Python prints, not what someone remembers.
-
-A row passes when its ``answers`` and the computed ones are the same set after the scorer's
-own normalisation (:func:`thinksearch.scoring.normalize`), so an alias like "周三" for
-"星期三" must be computed too. Rows in ``arithmetic`` and ``programming`` must have a
-function unless :data:`NOT_CODE` says why not. The file is also checked with
-:func:`thinksearch.gold.load_gold` (fields, ``match``, corpus passage ids).
-
-Run as: ``PYTHONPATH=src python data/eval/recompute_golds.py [--data data/eval/test.jsonl]``
-(from the repository root; exit status 1 on any mismatch).
-"""
+"""The eval set's computed golds (data/eval/test.jsonl), keyed by row id; checked by
+data/recompute_golds.py."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import io
@@ -25,52 +10,13 @@ import itertools
 import json
 import math
 import os
-import sys
 import tempfile
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-from thinksearch.errors import ThinksearchError
-from thinksearch.gold import load_gold
-from thinksearch.scoring import normalize
-
-WEEKDAYS = "一二三四五六日"
-
-
-def num(x: Decimal | Fraction | int) -> str:
-    """A number as a gold string: no trailing zeros, no exponent."""
-    if isinstance(x, Fraction):
-        assert x.denominator in (1, 2, 4, 5, 8, 10, 20, 25, 50, 100), x  # a terminating decimal
-        x = Decimal(x.numerator) / Decimal(x.denominator)
-    return format(Decimal(x).normalize(), "f")
-
-
-def weekday_names(day: dt.date) -> list[str]:
-    w = WEEKDAYS[day.weekday()]
-    return [f"星期{w}", f"周{w}", f"礼拜{w}"]
-
-
-def snippet_of(question: str, code: str) -> str:
-    if code not in question:
-        raise AssertionError(f"snippet {code!r} is not in the question")
-    return code
-
-
-def run_printed(question: str, code: str) -> str:
-    """What ``code`` (a snippet of the question) prints, without the final newline."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(snippet_of(question, code), {})  # our own data file's snippets, never model output
-    return out.getvalue().rstrip("\n")
-
-
-def evaluated(question: str, expr: str) -> object:
-    return eval(snippet_of(question, expr), {})  # our own data file's expressions
-
-
-# ----------------------------------------------------------------------------- per-row computations
+from gold_code import choice_phrases, evaluated, num, run_printed, snippet_of, weekday_names
 
 
 def rope_pieces(folds: int) -> int:
@@ -81,14 +27,6 @@ def rope_pieces(folds: int) -> int:
         cuts |= {2 * length - c for c in cuts}
         length *= 2
     return len(cuts) + 1
-
-
-def choice_phrases(names: list[str]) -> list[str]:
-    """The ways the gold accepts for "pick this one" (a bare "A店" would also match the question)."""
-    out = []
-    for n in names:
-        out += [f"选{n}", f"选择{n}", f"去{n}", f"{n}更便宜", f"{n}更省", f"{n}更划算", f"{n}便宜", f"{n}划算"]
-    return out
 
 
 def thief(q: str) -> list[str]:
@@ -235,52 +173,3 @@ NOT_CODE = {
     "think-programming-10": "data structures behind BFS/DFS: a fact",
 }
 """Checkable rows in ``arithmetic`` / ``programming`` whose gold is no computation, and why."""
-
-MUST_COMPUTE = ("arithmetic", "programming")
-
-
-def check(path: str | Path, corpus: str | Path | None) -> list[str]:
-    """Problems with the computed golds of a gold file, one line each (empty when all agree)."""
-    try:
-        rows = load_gold(path, corpus)
-    except ThinksearchError as e:
-        return [str(e)]
-    problems = []
-    ids = {r.get("id") for r in rows}
-    for stale in sorted((set(COMPUTED) | set(NOT_CODE)) - ids):
-        problems.append(f"{path}: no row with id {stale!r} (the script names it)")
-    for n, row in enumerate(rows, 1):
-        rid = row.get("id", f"row {n}")
-        if "answers" not in row:
-            continue
-        fn = COMPUTED.get(rid)
-        if fn is None:
-            if row.get("category") in MUST_COMPUTE and row["type"] == "thinking" and rid not in NOT_CODE:
-                problems.append(f"{rid}: {row['category']} gold without a recompute function")
-            continue
-        try:
-            computed = fn(row["question"])
-        except Exception as e:  # a snippet that no longer runs is a finding, not a crash
-            problems.append(f"{rid}: recompute failed: {type(e).__name__}: {e}")
-            continue
-        want = {normalize(a) for a in computed}
-        have = {normalize(a) for a in row["answers"]}
-        if want != have:
-            problems.append(f"{rid}: answers {row['answers']} but code computes {computed}")
-    return problems
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(Path(__file__).with_name("test.jsonl")))
-    parser.add_argument("--corpus", default=str(Path(__file__).parents[1] / "corpus" / "snapshot.jsonl"))
-    args = parser.parse_args(argv)
-    problems = check(args.data, args.corpus)
-    for p in problems:
-        print(p)
-    print(f"{len(COMPUTED)} computed golds checked, {len(problems)} problem(s)")
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
