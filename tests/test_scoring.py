@@ -211,3 +211,12 @@ def test_results_can_be_a_list_and_answering_without_search_is_scored_too():
     assert s.unsupported == ("7.8",)
     s = sc.unsupported_numbers("在7.75到7.85之间。", "1美元可以换多少港币？", ["港元汇率维持在7.75至7.85之间"])
     assert s.unsupported == ()
+
+
+def test_a_numeric_gold_counts_only_in_the_conclusion():
+    """A worked answer passes through many numbers; only where it ends counts (a real base-model reply)."""
+    worked = ("卖出一半苹果后，箱子的重量是 \\( \\frac{25}{2} = 12.5 \\) 千克。箱子本身重量是 \\( 25 - 12.5 = 12.5 \\) 千克。"
+              "箱子本身多重是 \\( 12.5 \\times 12.5 = 156.25 \\) 千克。")
+    assert not sc.matches_gold(worked, ["2"])
+    assert sc.matches_gold(worked + "答：箱子重2千克。", ["2"])
+    assert sc.matches_gold(worked, ["2"], anywhere=True)  # passages are searched whole
