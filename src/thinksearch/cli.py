@@ -170,6 +170,18 @@ def _export_gguf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_data(args: argparse.Namespace) -> int:
+    from thinksearch.exports import export_data
+
+    result = export_data(args.data, args.out, args.format, skip_bad=args.skip_bad_rows)
+    for note in result.skipped:
+        print(f"skipped {note}", file=sys.stderr)
+    print(f"exported {result.rows} rows ({args.format}):")
+    for f in result.files:
+        print(f"  {f}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from thinksearch.serve import serve
 
@@ -306,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the offline alias's GGUF when MODEL is built on it)")
     p.add_argument("--qtype", choices=["q8_0", "f16", "f32"], default="q8_0", help="weight format (default q8_0)")
     p.set_defaults(func=_export_gguf)
+
+    p = sub.add_parser("export-data", help="write training rows for LLaMA-Factory, TRL, OpenAI fine-tuning or the reference layout")
+    p.add_argument("data", nargs="+", help="rows from thinksearch synth (JSONL) or the reference layout (JSON array)")
+    p.add_argument("--format", required=True, choices=["llamafactory", "trl", "openai", "reference"],
+                   help="llamafactory: sharegpt + dataset_info.json; trl: messages + tools (datasets / SFTTrainer); "
+                        "openai: chat fine-tuning JSONL; reference: synthetic_data.json")
+    p.add_argument("--out", required=True, help="directory to write into (a LLaMA-Factory data dir keeps its other datasets)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="leave out rows that break the format (listed) instead of stopping")
+    p.set_defaults(func=_export_data)
 
     # eval
     p = sub.add_parser("eval", help="evaluate models: tag hit rates, search decisions, call validity, reports")
