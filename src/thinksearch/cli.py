@@ -166,7 +166,8 @@ def _export_gguf(args: argparse.Namespace) -> int:
     out = export_gguf(args.model, args.out, like=args.like, adapter=args.adapter, qtype=args.qtype,
                       progress=sys.stderr.isatty())
     print(out)
-    print(f"run it with llama.cpp: thinksearch ask --model {out} \"…\"", file=sys.stderr)
+    print(f"run it with llama.cpp: thinksearch ask --model {out} \"…\"  (or llama-server -m {out} --jinja)\n"
+          f"with Ollama: cd {out.parent} && ollama create thinksearch -f Modelfile && ollama run thinksearch", file=sys.stderr)
     return 0
 
 
