@@ -183,6 +183,13 @@ def _export_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    from thinksearch.view import build_view
+
+    print(build_view(args.run_dir, args.out))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from thinksearch.serve import serve
 
@@ -328,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write into (a LLaMA-Factory data dir keeps its other datasets)")
     p.add_argument("--skip-bad-rows", action="store_true", help="leave out rows that break the format (listed) instead of stopping")
     p.set_defaults(func=_export_data)
+
+    p = sub.add_parser("view", help="one static HTML page of a run: training rows, base vs tuned eval outputs, loss curve")
+    p.add_argument("run_dir", help="a run directory of thinksearch run (data.jsonl, adapter/, eval/)")
+    p.add_argument("--out", help="the HTML file to write (default: RUN_DIR/view.html)")
+    p.set_defaults(func=_view)
 
     # eval
     p = sub.add_parser("eval", help="evaluate models: tag hit rates, search decisions, call validity, reports")
