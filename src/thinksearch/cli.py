@@ -30,14 +30,10 @@ def _models(args: argparse.Namespace) -> int:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
             return 0
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table("alias", "installed", "prepared", "description / path")
-        for r in rows:
-            where = r["path"] if r["installed"] else f"pip install 'thinksearch[{r['extra']}]'"
-            table.add_row(r["alias"], "yes" if r["installed"] else "no", "yes" if r["prepared"] else "no",
-                          f"{r['description']}\n{where}".strip())
-        Console().print(table)
+        from thinksearch.terminal import print_models
+
+        print_models(rows, Console())
         return 0
     # prepare
     for alias in args.alias:
