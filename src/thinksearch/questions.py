@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import read_text
+from thinksearch.files import read_text, shipped
 
 DEFAULT_THRESHOLD = 0.7
 
@@ -241,7 +241,7 @@ def _question_of(obj: Any) -> str | None:
 
 def read_questions(path: str | Path) -> list[str]:
     """The questions in a file, normalised, in file order (duplicates still in)."""
-    path = Path(path)
+    path = shipped(path)
     text = read_text(path, "question file")
     raw: list[str] = []
     if path.suffix.lower() == ".jsonl":
@@ -296,6 +296,7 @@ class Pool:
 
 def load_pool(path: str | Path, held_out: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD) -> Pool:
     """Read, de-duplicate and decontaminate one pool."""
+    path = shipped(path)
     raw = read_questions(path)
     kept, dropped = dedupe(raw, threshold)
     if held_out:
