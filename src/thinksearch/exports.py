@@ -84,7 +84,7 @@ def llamafactory_row(row: "Row") -> dict[str, Any]:
     """
     system, msgs = _split(row)
     conv: list[dict[str, str]] = []
-    for i, m in enumerate(msgs, 1):
+    for m in msgs:
         role = m["role"]
         if role == "assistant" and m.get("tool_calls"):
             calls = "\n".join(_call_text(c) for c in m["tool_calls"])
@@ -134,7 +134,7 @@ def openai_row(row: "Row") -> dict[str, Any]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system is not None else []
     pending: list[str] = []
     n = 0
-    for i, m in enumerate(msgs, 1):
+    for m in msgs:
         if m["role"] == "assistant" and m.get("tool_calls"):
             calls = []
             for c in m["tool_calls"]:
