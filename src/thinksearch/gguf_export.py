@@ -200,7 +200,7 @@ def modelfile(gguf_name: str, system: str | None = None, cfg: Any = None) -> str
 
     cfg = cfg or AgentConfig()
     system = system if system is not None else (cfg.system_prompt or fmt.SYSTEM_PROMPT)
-    if '"""' in system or '"""' in OLLAMA_TEMPLATE:
+    if '"""' in system:
         raise ThinksearchError('the system prompt cannot contain """ (the Modelfile quotes it with them)')
     params = [("stop", json.dumps(t)) for t in fmt.END_OF_TURN] + [
         ("temperature", cfg.temperature), ("top_p", cfg.top_p), ("repeat_penalty", cfg.repetition_penalty),

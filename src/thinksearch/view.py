@@ -45,7 +45,8 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _turn(m: Mapping[str, Any]) -> dict[str, Any]:
     """A message split for display: the assistant's thinking, its text, its calls."""
-    content = m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"), ensure_ascii=False)
+    raw = m.get("content")
+    content = raw if isinstance(raw, str) else "" if raw is None else json.dumps(raw, ensure_ascii=False)
     turn: dict[str, Any] = {"role": str(m.get("role")), "text": content}
     if m.get("role") == "assistant":
         p = fmt.parse(content)
