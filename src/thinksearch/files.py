@@ -28,6 +28,29 @@ from typing import Any, Iterable, Iterator, Literal, Mapping
 from thinksearch.errors import ThinksearchError
 
 
+# The repository this module runs from (a checkout or an editable install): where data/ ships.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shipped(path: str | Path) -> Path:
+    """``path``, or, when it is a relative ``data/…`` path missing from the current directory, the
+    file of that name shipped in the repository, so the defaults work from any directory."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists() or p.parts[:1] != ("data",):
+        return p
+    candidate = REPO_ROOT / p
+    return candidate if candidate.exists() else p
+
+
+def shipped_hint(path: str | Path) -> str:
+    """What to say when a ``data/…`` default is missing: where the shipped files are and how to point at them."""
+    p = Path(path)
+    if p.is_absolute() or p.parts[:1] != ("data",):
+        return ""
+    return (f" (a relative path, read from {Path.cwd()}; the shipped data files are in the thinksearch "
+            "repository's data/ folder: run from the repository root or pass their full paths)")
+
+
 def read_text(path: str | Path, what: str = "file") -> str:
     """A UTF-8 text file's content (a BOM is dropped); ``what`` names the file in errors.
 
@@ -37,7 +60,7 @@ def read_text(path: str | Path, what: str = "file") -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ThinksearchError(f"{what} not found: {path}") from None
+        raise ThinksearchError(f"{what} not found: {path}{shipped_hint(path)}") from None
     except IsADirectoryError:
         raise ThinksearchError(f"{what} {path} is a directory, not a file") from None
     except OSError as e:

@@ -42,6 +42,20 @@ THINK_OPEN, THINK_CLOSE = "<thinking>", "</thinking>"
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 SEARCH_TOOL = "search"
 MAX_QUERY_CHARS = 64
+# The search tool as an OpenAI / JSON-schema tool definition: what a client passes as ``tools``
+# and what trainer exports put in their tools column (Qwen's template then lists it in <tools>).
+SEARCH_TOOL_SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": SEARCH_TOOL,
+        "description": "搜索网络，获取最新信息、实时数据或不确定的事实",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "搜索关键词（一行，不超过64个字符）"}},
+            "required": ["query"],
+        },
+    },
+}
 # Tokens that end a turn in Qwen's vocabulary; text after them is not part of the turn.
 END_OF_TURN = ("<|im_end|>", "<|endoftext|>")
 

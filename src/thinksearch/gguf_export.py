@@ -9,16 +9,22 @@ the ``gguf`` package's own name tables and stored as Q8_0 (or f16 / f32). Every 
 the base GGUF must find a tuned tensor of the same shape, so a model of another
 architecture is refused instead of written wrong.
 
+Beside the GGUF goes an Ollama ``Modelfile``: its template renders tools, calls and tool results
+in the Qwen Hermes format exactly as Qwen2.5's Jinja template does (the text before a call is kept,
+where Ollama's stock Qwen template drops it), with the system prompt and the agent's sampling settings.
+
 Run as: ``thinksearch export-gguf qwen2.5-coder-0.5b-instruct+out/adapter --out tuned.gguf``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 from thinksearch.errors import ThinksearchError
+from thinksearch.files import write_text_atomic
 
 QType = Literal["q8_0", "f16", "f32"]
 
@@ -41,8 +47,9 @@ def _state_dict(ref: str, adapter: str | None) -> dict[str, Any]:
 
 
 def export_gguf(ref: str, out: str | Path, like: str | Path | None = None, adapter: str | None = None,
-                qtype: QType = "q8_0", progress: bool = True) -> Path:
-    """Write ``ref`` (+ ``adapter``) as a GGUF at ``out`` with the metadata of ``like`` (the base's GGUF).
+                qtype: QType = "q8_0", progress: bool = True, system: str | None = None) -> Path:
+    """Write ``ref`` (+ ``adapter``) as a GGUF at ``out`` with the metadata of ``like`` (the base's GGUF),
+    and an Ollama ``Modelfile`` beside it (``system``: its system prompt, default the reference one).
 
     The file appears only when complete (written beside ``out``, then renamed).
     """
@@ -117,7 +124,94 @@ def export_gguf(ref: str, out: str | Path, like: str | Path | None = None, adapt
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    write_text_atomic(out.parent / "Modelfile", modelfile(out.name, system))
     return out
+
+
+# Ollama's Go template for Qwen2.5 with tools. Ollama hands it .System (the system messages),
+# .Tools and .Messages; each branch mirrors a branch of Qwen2.5's Jinja template, byte for byte:
+# the tools block appended to the system prompt, an assistant turn's text *and* its calls,
+# consecutive tool results in one user turn of <tool_response> blocks, and the generation prompt.
+# A final assistant message is left open (Ollama continues it). One difference Go templates cannot
+# avoid: Ollama writes a call's arguments and a tool's schema with Go's compact JSON
+# ({"query":"…"}), where Jinja's tojson puts a space after ':' and ','.
+OLLAMA_TEMPLATE = """\
+<|im_start|>system
+{{ if .System }}{{ .System }}{{ else }}You are Qwen, created by Alibaba Cloud. You are a helpful assistant.{{ end }}
+{{- if .Tools }}
+
+# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{{- range .Tools }}
+{"type": "function", "function": {{ .Function }}}
+{{- end }}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call>
+{{- end }}<|im_end|>
+{{ $prev := "" }}
+{{- range $i, $m := .Messages }}
+{{- $rest := slice $.Messages $i }}
+{{- $last := eq (len $rest) 1 }}
+{{- $next := "" }}{{ if not $last }}{{ $next = (index $rest 1).Role }}{{ end }}
+{{- if eq .Role "user" }}<|im_start|>user
+{{ .Content }}<|im_end|>
+{{ else if eq .Role "assistant" }}<|im_start|>assistant
+{{- if .ToolCalls }}{{ if .Content }}
+{{ .Content }}{{ end }}
+{{- range .ToolCalls }}
+<tool_call>
+{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}
+</tool_call>
+{{- end }}
+{{- else }}
+{{ .Content }}{{ end }}
+{{- if not $last }}<|im_end|>
+{{ end }}
+{{- else if eq .Role "tool" }}
+{{- if ne $prev "tool" }}<|im_start|>user{{ end }}
+<tool_response>
+{{ .Content }}
+</tool_response>
+{{- if ne $next "tool" }}<|im_end|>
+{{ end }}
+{{- end }}
+{{- if and $last (ne .Role "assistant") }}<|im_start|>assistant
+{{ end }}
+{{- $prev = .Role }}
+{{- end }}"""
+
+
+def modelfile(gguf_name: str, system: str | None = None, cfg: Any = None) -> str:
+    """An Ollama Modelfile for ``gguf_name`` (a file in the same directory).
+
+    ``cfg`` (an AgentConfig; default its defaults) gives the sampling parameters, so
+    ``ollama run`` decodes as ``thinksearch ask`` does.
+    """
+    from thinksearch import format as fmt
+    from thinksearch.config import AgentConfig
+
+    cfg = cfg or AgentConfig()
+    system = system if system is not None else (cfg.system_prompt or fmt.SYSTEM_PROMPT)
+    if '"""' in system:
+        raise ThinksearchError('the system prompt cannot contain """ (the Modelfile quotes it with them)')
+    params = [("stop", json.dumps(t)) for t in fmt.END_OF_TURN] + [
+        ("temperature", cfg.temperature), ("top_p", cfg.top_p), ("repeat_penalty", cfg.repetition_penalty),
+        ("num_ctx", cfg.context_tokens), ("num_predict", cfg.max_new_tokens)]
+    return "\n".join([
+        "# Ollama: ollama create thinksearch -f Modelfile && ollama run thinksearch",
+        f"FROM ./{gguf_name}",
+        f'TEMPLATE """{OLLAMA_TEMPLATE}"""',
+        f'SYSTEM """{system}"""',
+        *(f"PARAMETER {k} {v}" for k, v in params),
+    ]) + "\n"
 
 
 def _progress(items: list, show: bool) -> Any:

@@ -296,12 +296,26 @@ def artifact_paths(summary: Mapping[str, Any]) -> list[str]:
     return [str(p) for p in candidates if p.exists()]
 
 
+def reference_line(ref: Any) -> str | None:
+    """The reference's published figures as a sentence (what the run is compared with).
+
+    >>> reference_line({"label": "reference (published)", "thinking": {"hits": 30, "n": 30}, "search": {"hits": 22, "n": 30}})
+    'Compared with reference (published): <thinking> on thinking 30/30 (100.0%), <tool_call> on search 22/30 (73.3%).'
+    """
+    if not isinstance(ref, Mapping):
+        return None
+    parts = [f"{tag} on {kind} {_frac([ref[kind].get('hits'), ref[kind].get('n')])}"
+             for kind, tag in (("thinking", "<thinking>"), ("search", "<tool_call>")) if isinstance(ref.get(kind), Mapping)]
+    label = ref.get("label", "the original recipe")
+    return f"Compared with {label}: {', '.join(parts)}." if parts else None
+
+
 def summary_markdown(summary: Mapping[str, Any]) -> str:
     lines = [f"# thinksearch run: {summary['run_dir']}", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(summary)]
-    ref = summary.get("reference")
+    ref = reference_line(summary.get("reference"))
     if ref:
-        lines += ["", f"Reference (the original recipe): {json.dumps(ref, ensure_ascii=False)}"]
+        lines += ["", ref]
     lines += ["", "Artifacts:", ""] + [f"- `{p}`" for p in artifact_paths(summary)]
     return "\n".join(lines) + "\n"
 

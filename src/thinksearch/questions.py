@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import json_array_items, jsonl_items, read_text
+from thinksearch.files import json_array_items, jsonl_items, read_text, shipped
 from thinksearch.gold import check_row
 
 DEFAULT_THRESHOLD = 0.7
@@ -285,7 +285,7 @@ def read_pool(path: str | Path) -> list[Question]:
     (duplicates still in). In ``.txt`` files a ``# category: NAME …`` line sets the category
     of the questions below it; JSON rows carrying gold are checked like the eval set's
     (:func:`thinksearch.gold.check_row`, errors name ``file:line``)."""
-    path = Path(path)
+    path = shipped(path)
     text = read_text(path, "question file")
     out: list[Question] = []
     suffix = path.suffix.lower()

@@ -49,7 +49,7 @@ from thinksearch import files
 from thinksearch import format as fmt
 from thinksearch import questions as qs
 from thinksearch.errors import ThinksearchError
-from thinksearch.files import write_json_atomic
+from thinksearch.files import shipped, shipped_hint, write_json_atomic
 from thinksearch.teacher import TeacherReply, TeacherRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -737,9 +737,9 @@ class _Stop:
 def _load_pools(cfg: "SynthConfig", console: "Console") -> dict[str, qs.Pool]:
     held_out: list[str] = []
     if cfg.eval_questions:
-        if not Path(cfg.eval_questions).exists():
-            raise ThinksearchError(f"eval file not found: {cfg.eval_questions} (it is used to decontaminate the "
-                                   "pools; pass --eval-questions null to skip that)")
+        if not shipped(cfg.eval_questions).exists():
+            raise ThinksearchError(f"eval file not found: {cfg.eval_questions}{shipped_hint(cfg.eval_questions)} (it is used "
+                                   "to decontaminate the pools; pass --eval-questions null to skip that)")
         held_out = qs.read_questions(cfg.eval_questions)
     paths = {"thinking": cfg.thinking_questions, "search": cfg.search_questions}
     targets = {"thinking": cfg.num_thinking, "search": cfg.num_search}

@@ -4,6 +4,8 @@ The thinking streams dimmed, each search call and its results get their own pane
 answer streams as plain text. ``chat`` keeps the conversation within a token budget
 (oldest exchanges dropped first); Ctrl-C stops the answer being generated, not the session.
 
+Also the ``models list`` table, whose aliases and paths are there to be copied.
+
 Run as: ``thinksearch ask "今天比特币的价格是多少？"`` / ``thinksearch chat``.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from thinksearch.agent import Agent, AgentResult, Event, Message, trim_history
 from thinksearch.errors import ThinksearchError
@@ -146,3 +148,32 @@ def chat(agent: Agent, console: "Console", read: Callable[[str], str] = input) -
         if result.stop_reason != "cancelled":  # a stopped answer is not remembered
             history = result.messages[1:]
     return history
+
+
+def print_models(rows: Sequence[Mapping[str, Any]], console: "Console") -> None:
+    """The offline models. The alias and the path are what a user copies, so neither is ever cut:
+    piped or in a terminal too narrow for the table, each model is printed as plain lines instead;
+    in the table the alias never wraps and long text folds instead of ending in an ellipsis."""
+    from rich.table import Table
+    from rich.text import Text
+
+    def where(r: Mapping[str, Any]) -> str:
+        return str(r["path"]) if r["installed"] else f"pip install 'thinksearch[{r['extra']}]'"
+
+    longest = max((len(r["alias"]) for r in rows), default=0)
+    if not console.is_terminal or console.width < longest + 50:
+        for r in rows:
+            state = f"installed {'yes' if r['installed'] else 'no'}, prepared {'yes' if r['prepared'] else 'no'}"
+            console.print(f"{r['alias']}\n  {state}\n  {r['description']}\n  {where(r)}",
+                          markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table()
+    table.add_column("alias", no_wrap=True, min_width=longest)
+    table.add_column("installed")
+    table.add_column("prepared")
+    table.add_column("description / path", overflow="fold")
+    for r in rows:
+        # Text, not markup: "[smollm2]" in the pip command is not a style tag
+        table.add_row(Text(r["alias"]), "yes" if r["installed"] else "no", "yes" if r["prepared"] else "no",
+                      Text(f"{r['description']}\n{where(r)}".strip()))
+    console.print(table)

@@ -122,7 +122,9 @@ def check_row(obj: Any) -> tuple[str | None, list[dict[str, Any]]]:
         if role == "system" and i != 1:
             raise BadRow(f"{where}: a system message may only come first")
         prev = out[-1]["role"] if out else None
-        if role == "tool" and not (prev == "tool" or (prev == "assistant" and out[-1].get("tool_calls"))):
+        # (a call may be structured or written inline, as the reference layout writes it)
+        called = prev == "assistant" and (out[-1].get("tool_calls") or fmt.parse(out[-1]["content"]).tool_calls)
+        if role == "tool" and not (prev == "tool" or called):
             raise BadRow(f"{where}: a tool result must follow an assistant turn that calls a tool")
         if role == "assistant" and prev not in ("user", "tool"):
             raise BadRow(f"{where}: an assistant turn must follow a user or tool turn")
