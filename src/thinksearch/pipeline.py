@@ -11,7 +11,6 @@ Run as: ``thinksearch run configs/quickstart.yaml``
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import Counter
 from pathlib import Path
