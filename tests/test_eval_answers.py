@@ -174,7 +174,7 @@ def test_eval_agent_end_to_end_with_the_tiny_model(tmp_path, tiny_model_dir):
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     (m,) = report["models"]
-    assert m["settings"]["agent"]["max_rounds"] == 3 and m["settings"]["agent"]["index_fingerprint"]
+    assert m["settings"]["agent"]["max_rounds"] == 3 and m["settings"]["agent"]["index_generation"]
     assert all(r["agent"]["rounds"] and r["answer"]["final_answer"] == sc.final_answer(r["agent"]["final"])
                for r in m["records"])
     assert m["metrics"]["answers"]["thinking_accuracy"]["n"] == 1

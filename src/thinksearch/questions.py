@@ -353,7 +353,8 @@ class Pool:
 
 
 def load_pool(path: str | Path, held_out: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD) -> Pool:
-    """Read, de-duplicate and decontaminate one pool."""
+    """Read, de-duplicate and decontaminate one pool (``path`` as :func:`read_pool` finds it)."""
+    path = shipped(path)  # the report names the file actually read, e.g. the shipped one
     rows = read_pool(path)
     entries: dict[str, Question] = {}
     for q in rows:

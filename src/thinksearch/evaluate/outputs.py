@@ -17,6 +17,7 @@ from thinksearch import format as fmt
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import JsonlLog, append_jsonl, read_json, write_json_atomic
 from thinksearch.refs import ModelSpec
+from thinksearch.search.indexing import index_generation
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.config import EvalConfig
@@ -66,7 +67,7 @@ def agent_loop_settings(cfg: EvalConfig) -> dict[str, Any]:
     s = cfg.search
     return {
         "max_rounds": cfg.max_rounds, "backend": s.backend, "k": s.k, "max_result_chars": s.max_result_chars,
-        "max_total_chars": s.max_total_chars, "index_fingerprint": _fingerprint(s.index) if s.backend == "local" else None,
+        "max_total_chars": s.max_total_chars, "index_generation": index_generation(s.index) if s.backend == "local" else None,
         "url": s.url,
     }
 

@@ -161,6 +161,22 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def index_generation(path: str | Path) -> str | None:
+    """The id a build writes whenever it changes the index's content (None: no readable index).
+
+    A rebuild that changes nothing keeps it, though SQLite rewrites the file's bytes, so this is
+    what saved outputs and cached results key on rather than a digest of the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        with closing(connect(p, readonly=True)) as conn:
+            return _meta(conn).get("generation")
+    except sqlite3.Error:
+        return None
+
+
 def _meta(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM meta"))
 
