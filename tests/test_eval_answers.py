@@ -179,7 +179,9 @@ def test_eval_agent_end_to_end_with_the_tiny_model(tmp_path, tiny_model_dir):
                for r in m["records"])
     assert m["metrics"]["answers"]["thinking_accuracy"]["n"] == 1
     assert m["metrics"]["answers"]["abstention_unanswerable"]["n"] == 1
+    assert m["metrics"]["policy"]["fresh_data_recall"]["n"] == 2 and m["metrics"]["policy"]["undecided"]["n"] == 3
     assert "最终回答" in (out / "report.md").read_text(encoding="utf-8")
+    assert "搜索策略" in (out / "report.md").read_text(encoding="utf-8")
     # A rerun resumes: nothing is generated again and the report is the same.
     before = (out / "outputs" / "base.jsonl").read_text(encoding="utf-8")
     assert main(args) == 0

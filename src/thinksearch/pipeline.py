@@ -226,6 +226,7 @@ def _model_figures(m: Mapping[str, Any]) -> dict[str, Any]:
         "thinking_well_formed": [m["overall"]["thinking_well_formed"], m["overall"]["n"]],
         "tokens_per_s": m["speed"]["tokens_per_s"],
         "answers": {k: m.get("answers", {}).get(k) for k in ANSWER_FIGURES},
+        "policy": {k: m.get("policy", {}).get(k) for k in POLICY_FIGURES},
     }
 
 
@@ -236,6 +237,13 @@ ANSWER_FIGURES = {
     "abstention_unanswerable": "abstains when results lack it",
     "answers_with_unsupported_numbers": "search answers with unsupported numbers",
     "confidently_wrong": "confidently wrong (no search, no abstention)",
+}
+# The search policy's headline figures (report.md has them all).
+POLICY_FIGURES = {
+    "fresh_data_recall": "fresh-data questions searched",
+    "reasoning_false_search": "reasoning questions searched",
+    "knowledge_wrong_unsearched": "knowledge wrong without a search",
+    "undecided": "undecided (no search, thinking not closed)",
 }
 
 
@@ -278,9 +286,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"{name}: false-search / missed-search", f"{_pct(m['false_search_rate'])} / {_pct(m['missed_search_rate'])}"))
         rows.append((f"{name}: valid tool calls", _frac(m["call_valid"])))
         rows.append((f"{name}: well-formed thinking", _frac(m["thinking_well_formed"])))
-        for key, label in ANSWER_FIGURES.items():
-            if (m.get("answers") or {}).get(key):
-                rows.append((f"{name}: {label}", _ci(m["answers"][key])))
+        for group, figures in (("answers", ANSWER_FIGURES), ("policy", POLICY_FIGURES)):
+            for key, label in figures.items():
+                if (m.get(group) or {}).get(key):
+                    rows.append((f"{name}: {label}", _ci(m[group][key])))
     for stage, st in summary.get("stages", {}).items():
         rows.append((f"time: {stage}", f"{st.get('seconds', 0) / 60:.1f} min ({st.get('status')})"))
     return rows

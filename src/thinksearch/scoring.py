@@ -316,6 +316,8 @@ _ZH_PATTERNS = [
     _ZH_SOURCE + r"(?:中|里|内|当中)(?:并|都|也)?(?:没有|没|未|不包含|无)",
     r"暂(?:无|未)(?:相关|具体)?(?:信息|数据|消息|资料)",
     r"(?:不掌握|没有掌握|不了解)[^。.!?\n]{0,10}?(?:信息|数据|情况)",
+    # The model says it does not know ("我不知道答案"): honest, and not an invented answer.
+    r"我(?:也|并|确实|真的)?(?:不|并不)(?:知道|确定|清楚)",
 ]
 _EN_PATTERNS = [
     r"\b(?:results?|sources?|passages?|documents?|search|snippets?)\b[^.!?\n]{0,40}?\b(?:do(?:es)?n['’]?t|do(?:es)? not|did not|didn['’]?t)\s+(?:mention|contain|include|provide|say|specify|state|show|cover|give|list)",
@@ -337,6 +339,8 @@ def abstains(answer: str | None) -> bool:
     (True, True)
     >>> abstains("马龙没有退役，他仍在参赛。"), abstains("金价约为每盎司3500美元。")
     (False, False)
+    >>> abstains("我不确定答案，建议查询官方信息。"), abstains("我知道答案是华盛顿。")
+    (True, False)
     >>> abstains(None)
     False
     """

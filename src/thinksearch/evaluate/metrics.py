@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.evaluate.answers import answer_flags, answer_metrics, answer_metrics_by_category
+from thinksearch.evaluate.decision import policy_metrics
 from thinksearch.evaluate.evalset import TYPES
 
 
@@ -200,7 +201,7 @@ def fine_category_metrics(records: Sequence[Mapping[str, Any]]) -> list[dict[str
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """All metrics of one model: per category, overall, decision (both variants), speed."""
+    """All metrics of one model: per category, overall, decision (both variants), speed, answers, search policy."""
     return {
         "categories": {t: category_metrics([r for r in records if r["type"] == t]) for t in TYPES},
         "fine_categories": fine_category_metrics(records),
@@ -209,6 +210,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "speed": speed_metrics(records),
         "answers": answer_metrics(records),
         "answers_by_category": answer_metrics_by_category(records),
+        "policy": policy_metrics(records),
     }
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from thinksearch import format as fmt
 from thinksearch.config import to_dict
 from thinksearch.evaluate.answers import disagreements
+from thinksearch.evaluate.decision import POLICY_ROWS
 from thinksearch.evaluate.evalset import TYPES, EvalItem, EvalSet
 from thinksearch.evaluate.metrics import record_for_report, summarize
 from thinksearch.files import load_json, write_text_atomic
@@ -137,6 +138,19 @@ def answers_markdown(report: Mapping[str, Any]) -> list[str]:
                 lines += ["| " + " | ".join([r["id"], _cell(r["question"], 40), _cell(" / ".join(r["gold"] or []), 30),
                                              _cell(r["wrong"] or "(no final answer)", 60), _cell(r["right"] or "", 60)]) + " |"
                           for r in rows]
+    return lines + [""]
+
+
+def policy_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The search policy's figures side by side (evaluate/decision.py says what each counts)."""
+    models = [m for m in report["models"] if "policy" in m["metrics"]]
+    if not models:
+        return []
+    lines = ["## 搜索策略 (the search policy: search fresh data, never reasoning, knowledge only when unsure)", "",
+             "Each cell: count / total (rate, 95% Wilson interval).", "",
+             "| 指标 | " + " | ".join(m["name"] for m in models) + " |", "|---|" + "--:|" * len(models)]
+    for key, label in POLICY_ROWS:
+        lines.append(f"| {label} | " + " | ".join(proportion_cell(m["metrics"]["policy"][key]) for m in models) + " |")
     return lines + [""]
 
 
@@ -307,6 +321,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 ]) + " |")
         lines.append("")
     lines += answers_markdown(report)
+    lines += policy_markdown(report)
     lines += ["## 未命中示例 (misses; every output is in report.json)", ""]
     for m in report["models"]:
         misses = [r for r in m["records"] if is_miss(r)]

@@ -1,0 +1,56 @@
+"""The search policy's figures: does the model search what needs searching, and only that?
+
+The policy the project teaches (README, "The search decision"):
+
+- questions about fresh or changing data (every search-type question of the eval set) are
+  always searched: **fresh-data recall**;
+- reasoning questions (arithmetic, logic, programming, analysis, everyday advice) are never
+  searched: **false searches on reasoning**;
+- stable-knowledge questions (knowledge, science) are answered from memory where the model
+  knows the answer and searched where it does not; what must not happen is a **wrong answer
+  without a search** (nor an abstention: saying "I don't know" is allowed);
+- and every answer decides within the token limit: **undecided** is an output that neither
+  searched nor closed ``</thinking>``.
+
+Each figure is a count with its 95% Wilson interval (:func:`thinksearch.evaluate.answers.proportion`).
+Records are scored by :func:`thinksearch.evaluate.answers.answer_flags`. Pure functions, no model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from thinksearch.evaluate.answers import answer_flags, proportion
+
+# The eval set's thinking categories, by what the policy asks of them.
+REASONING = frozenset({"arithmetic", "logic", "programming", "analysis", "everyday"})
+KNOWLEDGE = frozenset({"knowledge", "science"})
+
+# (key, label) in the order reports show them.
+POLICY_ROWS = (
+    ("fresh_data_recall", "fresh-data questions searched"),
+    ("reasoning_false_search", "reasoning questions searched (false searches)"),
+    ("knowledge_wrong_unsearched", "knowledge questions answered wrongly without a search"),
+    ("knowledge_right_unsearched", "knowledge questions answered right from memory"),
+    ("knowledge_searched", "knowledge questions searched"),
+    ("undecided", "undecided (no search, </thinking> never closed)"),
+)
+
+
+def policy_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The policy figures over some records (thinking rows without a known category count only in ``undecided``)."""
+    flags = [(r, r.get("answer") or answer_flags(r)) for r in records]
+    fresh = [f for r, f in flags if r["type"] == "search"]
+    reasoning = [f for r, f in flags if r["type"] == "thinking" and r.get("category") in REASONING]
+    knowledge = [f for r, f in flags if r["type"] == "thinking" and r.get("category") in KNOWLEDGE]
+    unsearched = [f for f in knowledge if not f["searched"]]
+    return {
+        "fresh_data_recall": proportion(sum(f["searched"] for f in fresh), len(fresh)),
+        "reasoning_false_search": proportion(sum(f["searched"] for f in reasoning), len(reasoning)),
+        # A knowledge question without gold cannot be judged right or wrong: it counts in neither.
+        "knowledge_wrong_unsearched": proportion(
+            sum(f["correct"] is False and f["has_final_answer"] and not f["abstained"] for f in unsearched), len(knowledge)),
+        "knowledge_right_unsearched": proportion(sum(bool(f["correct"]) for f in unsearched), len(knowledge)),
+        "knowledge_searched": proportion(sum(f["searched"] for f in knowledge), len(knowledge)),
+        "undecided": proportion(sum(not f["searched"] and not f["has_final_answer"] for _, f in flags), len(flags)),
+    }

@@ -1,0 +1,38 @@
+"""The search-policy figures (evaluate/decision.py) on hand-written records."""
+
+from __future__ import annotations
+
+from thinksearch.evaluate.decision import policy_metrics
+
+GOLD = {"answers": ["华盛顿"], "match": "any"}
+CALL = '<thinking>\n需要查\n</thinking>\n<tool_call>{"name": "search", "arguments": {"query": "x"}}</tool_call>'
+
+
+def rec(type_: str, category: str, output: str, gold=None):
+    return {"id": f"{category}-{len(output)}", "type": type_, "category": category, "question": "问题？", "output": output,
+            "gold": gold, "flags": {"did_search": "<tool_call>" in output}}
+
+
+def test_each_policy_figure_counts_what_it_says():
+    records = [
+        rec("search", "prices", CALL), rec("search", "weather", "<thinking>\n记得\n</thinking>\n25度。"),
+        rec("thinking", "arithmetic", CALL), rec("thinking", "logic", "<thinking>\n推理\n</thinking>\n甲。"),
+        rec("thinking", "programming", "<thinking>\n写一段代码"),  # never closed: undecided
+        rec("thinking", "knowledge", "<thinking>\n知道\n</thinking>\n华盛顿。", GOLD),       # right from memory
+        rec("thinking", "knowledge", "<thinking>\n知道\n</thinking>\n纽约。", GOLD),         # wrong, unsearched
+        rec("thinking", "science", "<thinking>\n不确定\n</thinking>\n我不确定答案。", GOLD),  # abstained: not wrong
+        rec("thinking", "knowledge", CALL, GOLD),                                          # searched
+    ]
+    p = policy_metrics(records)
+    assert (p["fresh_data_recall"]["k"], p["fresh_data_recall"]["n"]) == (1, 2)
+    assert (p["reasoning_false_search"]["k"], p["reasoning_false_search"]["n"]) == (1, 3)
+    assert (p["knowledge_wrong_unsearched"]["k"], p["knowledge_wrong_unsearched"]["n"]) == (1, 4)
+    assert p["knowledge_right_unsearched"]["k"] == 1 and p["knowledge_searched"]["k"] == 1
+    assert (p["undecided"]["k"], p["undecided"]["n"]) == (1, 9)
+    assert p["undecided"]["ci95"][0] < 1 / 9 < p["undecided"]["ci95"][1]
+
+
+def test_no_rows_of_a_kind_is_no_rate():
+    p = policy_metrics([rec("search", "prices", CALL)])
+    assert p["reasoning_false_search"] == {"k": 0, "n": 0, "rate": None, "ci95": None}
+    assert p["fresh_data_recall"]["rate"] == 1.0
