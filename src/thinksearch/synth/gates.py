@@ -17,7 +17,6 @@ from thinksearch import questions as qs
 from thinksearch.teacher import TeacherReply
 
 
-
 @dataclass
 class Rejection:
     """Why a question produced no row. ``transient`` failures (teacher or search errors) may be
@@ -153,7 +152,6 @@ def reasoning_problem(reasoning: str, question: str) -> Rejection | None:
     if len(shared) < 2:
         return Rejection("query", "generic_reasoning", "the reasoning does not mention what the question asks", reasoning)
     return None
-
 
 
 def parse_query_reply(text: str, min_chars: int, max_repetition: float) -> tuple[str, str, list[str]] | Rejection:

@@ -59,7 +59,6 @@ def export_reference(rows: Iterable[dict[str, Any]], dest: str | Path) -> int:
     return len(data)
 
 
-
 @dataclass
 class SynthStats:
     """What a run did; printed as a table and saved as JSON beside the output."""

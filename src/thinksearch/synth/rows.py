@@ -54,7 +54,6 @@ def decided(kind: str, trace: str, cfg: "SynthConfig") -> str:
     return f"{DECISION_LINES[kind]}\n{trace}" if cfg.decision_line else trace
 
 
-
 @dataclass
 class Item:
     id: str
