@@ -38,7 +38,7 @@ _QUESTION_RE = re.compile(r"问题：(.*)")
 
 
 def stage_of(prompt: str) -> str:
-    """Which synthesis stage a user prompt belongs to (by the wording synth.py uses)."""
+    """Which synthesis stage a user prompt belongs to (by the wording synth/prompts.py uses)."""
     if "JSON" in prompt:
         return "query"
     if "搜索结果：" in prompt:

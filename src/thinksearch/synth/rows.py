@@ -1,0 +1,212 @@
+"""Building SFT rows: one batch of questions through the teacher's stages, gated, made into rows.
+
+A thinking batch asks every question's analysis, then every answer; a search batch asks every
+reason + query, runs the searches, then asks every grounded answer. Asking a stage for the
+whole batch at once lets a local teacher generate in one batch and a server see concurrent
+requests. Tags, the system prompt and the tool-call JSON are inserted by :mod:`thinksearch.format`;
+the only text code writes into a trace is the decision line and the template reasoning here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from thinksearch import format as fmt
+from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
+                                     parse_query_reply, reasoning_problem)
+from thinksearch.synth.output import SynthStats
+from thinksearch.synth.prompts import analysis_messages, answer_messages, grounded_messages, query_messages
+from thinksearch.teacher import TeacherReply, TeacherRequest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thinksearch.config import SynthConfig
+    from thinksearch.search.base import Result, SearchBackend
+    from thinksearch.teacher import Teacher
+
+
+def template_reasoning(query: str) -> str:
+    """The thinking of a search row whose teacher gave no usable reason (``search_reason_fallback``).
+
+    It opens with the query, so the sentence starts from what is asked, as a teacher's reason
+    would; one fixed opening for every row would fit any question, science included.
+
+    >>> template_reasoning("温网男单冠军")
+    '温网男单冠军：这类信息会随时间变化，我记得的可能已经过时，需要搜索最新的情况。'
+    """
+    return f"{query}：这类信息会随时间变化，我记得的可能已经过时，需要搜索最新的情况。"
+
+
+# Written by code, like the tags (``decision_line``): the teacher's text follows on the next line.
+DECISION_LINES = {
+    "thinking": "这个问题靠推理和已有知识就能回答，不需要搜索。",
+    "search": "这个问题要用到会变化的最新信息，需要搜索。",
+}
+
+
+def decided(kind: str, trace: str, cfg: "SynthConfig") -> str:
+    """``trace`` opened with the decision line of ``kind`` when ``cfg.decision_line`` is set.
+
+    >>> from thinksearch.config import SynthConfig
+    >>> decided("search", "金价每天都在变。", SynthConfig(decision_line=True))
+    '这个问题要用到会变化的最新信息，需要搜索。\\n金价每天都在变。'
+    """
+    return f"{DECISION_LINES[kind]}\n{trace}" if cfg.decision_line else trace
+
+
+@dataclass
+class Item:
+    id: str
+    type: str
+    question: str
+
+
+@dataclass
+class Outcome:
+    item: Item
+    row: dict[str, Any] | None = None
+    rejection: Rejection | None = None
+    repairs: list[str] = field(default_factory=list)
+
+
+def _seed(cfg: "SynthConfig", item: Item, stage: int) -> int:
+    return (cfg.seed * 1_000_003 + int(item.id[2:10], 16) * 7 + stage) % (2**31)
+
+
+def _request(cfg: "SynthConfig", messages: list[dict[str, Any]], max_tokens: int, item: Item, stage: int) -> TeacherRequest:
+    return TeacherRequest(messages, max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                          seed=_seed(cfg, item, stage))
+
+
+class _Counter:
+    """Tokens and requests of the teacher calls a batch made."""
+
+    def __init__(self, stats: SynthStats):
+        self.stats = stats
+
+    def __call__(self, teacher: "Teacher", requests: list[TeacherRequest]) -> list[TeacherReply]:
+        if not requests:
+            return []
+        replies = teacher.generate(requests)
+        if len(replies) != len(requests):
+            raise RuntimeError(f"teacher {teacher.name} returned {len(replies)} replies for {len(requests)} requests")
+        for r in replies:
+            self.stats.prompt_tokens += r.prompt_tokens
+            self.stats.completion_tokens += r.completion_tokens
+        self.stats.teacher_requests += len(requests)
+        return replies
+
+
+def _meta(cfg: "SynthConfig", teacher: "Teacher", stages: dict[str, int], replies: list[TeacherReply],
+          passed: list[str], repairs: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "teacher": teacher.name,
+        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_tokens": stages},
+        "finish_reasons": [r.finish_reason for r in replies],
+        "tokens": {"prompt": sum(r.prompt_tokens for r in replies), "completion": sum(r.completion_tokens for r in replies)},
+        "gates": {"passed": passed, "repairs": repairs},
+        **extra,
+    }
+
+
+def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig", call: Any) -> list[Outcome]:
+    """Stage 1 (analysis) for every item, then stage 2 (answer given the analysis)."""
+    gate = (cfg.max_repetition,)
+    first = call(teacher, [_request(cfg, analysis_messages(it.question), cfg.max_tokens_analysis, it, 1) for it in items])
+    outcomes = [Outcome(it) for it in items]
+    traces: dict[int, tuple[str, str]] = {}
+    for i, reply in enumerate(first):
+        got = check_text(reply, "analysis", cfg.min_trace_chars, *gate, use_reasoning=True)
+        if isinstance(got, Rejection):
+            outcomes[i].rejection = got
+        else:
+            traces[i] = got
+    todo = sorted(traces)
+    second = call(teacher, [_request(cfg, answer_messages(items[i].question, traces[i][0]), cfg.max_tokens_answer, items[i], 2)
+                            for i in todo])
+    stages = {"analysis": cfg.max_tokens_analysis, "answer": cfg.max_tokens_answer}
+    for i, reply in zip(todo, second):
+        got = check_text(reply, "answer", cfg.min_answer_chars, *gate)
+        if not isinstance(got, Rejection):
+            got = answer_problem(got[0], items[i].question, cfg.min_answer_chars) or got
+        if isinstance(got, Rejection):
+            got.stage = "answer"
+            outcomes[i].rejection = got
+            continue
+        trace, source = traces[i]
+        answer = got[0]
+        it = items[i]
+        outcomes[i].row = {
+            "id": it.id, "type": "thinking",
+            "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), answer),
+            "meta": _meta(cfg, teacher, stages, [first[i], reply], ["analysis", "answer"], [], trace_source=source),
+        }
+    return outcomes
+
+
+def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBackend", cfg: "SynthConfig",
+                 call: Any, stats: SynthStats) -> list[Outcome]:
+    """Stage 1 (reason + query) for every item, the searches, then stage 2 (grounded answer)."""
+    from thinksearch.search.base import SearchError
+
+    first = call(teacher, [_request(cfg, query_messages(it.question), cfg.max_tokens_query, it, 1) for it in items])
+    outcomes = [Outcome(it) for it in items]
+    found: dict[int, tuple[str, str, list["Result"], str]] = {}
+    for i, reply in enumerate(first):
+        got = check_text(reply, "query", 1, cfg.max_repetition)
+        if isinstance(got, Rejection):
+            outcomes[i].rejection = got
+            continue
+        parsed = parse_query_reply(got[0], cfg.min_trace_chars, cfg.max_repetition)
+        if isinstance(parsed, Rejection):
+            outcomes[i].rejection = parsed
+            continue
+        reasoning, query, repairs = parsed
+        outcomes[i].repairs += repairs
+        problem = reasoning_problem(reasoning, items[i].question)
+        if problem is not None:
+            if not cfg.search_reason_fallback:
+                outcomes[i].rejection = problem
+                continue
+            reasoning = template_reasoning(query)
+            outcomes[i].repairs.append(f"reasoning: template ({problem.reason})")
+        try:
+            stats.searches += 1
+            results = list(backend.search(query, cfg.search.k))
+        except SearchError as e:
+            outcomes[i].rejection = Rejection("search", "search_error", str(e).splitlines()[0] if str(e) else type(e).__name__,
+                                              query, transient=True)
+            continue
+        text = fmt.render_results(results, cfg.search.max_result_chars, cfg.search.max_total_chars)
+        found[i] = (reasoning, query, results, text)
+    todo = sorted(found)
+    second = call(teacher, [_request(cfg, grounded_messages(items[i].question, found[i][3]), cfg.max_tokens_grounded, items[i], 2)
+                            for i in todo])
+    stages = {"query": cfg.max_tokens_query, "grounded": cfg.max_tokens_grounded}
+    for i, reply in zip(todo, second):
+        got = check_text(reply, "grounded", cfg.min_answer_chars, cfg.max_repetition)
+        if isinstance(got, Rejection):
+            outcomes[i].rejection = got
+            continue
+        reasoning, query, results, text = found[i]
+        # Only results the tool turn actually shows may be cited (the total cap can drop some).
+        shown = len(_SHOWN_RE.findall(text))
+        answer = got[0]
+        cited = check_citations(answer, shown if cfg.require_citation else 0)
+        if not isinstance(cited, Rejection):
+            answer, more = cited
+            cited = answer_problem(answer, items[i].question, cfg.min_answer_chars)
+            outcomes[i].repairs += more
+        if isinstance(cited, Rejection):
+            cited.stage = "grounded"
+            outcomes[i].rejection = cited
+            continue
+        it = items[i]
+        outcomes[i].row = {
+            "id": it.id, "type": "search",
+            "messages": fmt.search_messages(it.question, decided("search", reasoning, cfg), query, text, answer),
+            "meta": _meta(cfg, teacher, stages, [first[i], reply], ["query", "search", "grounded"],
+                          outcomes[i].repairs, search_backend=getattr(backend, "name", type(backend).__name__),
+                          search_query=query, results=[r.to_dict() for r in results[:shown]]),
+        }
+    return outcomes

@@ -1,0 +1,269 @@
+"""The staged run: pools in, rows out, resumable and interruptible (DESIGN.md sections 2, 3).
+
+The pools are loaded and decontaminated, then walked in seeded order, skipping questions whose
+row is already in the output and (unless ``--retry-rejected``) those a gate rejected before;
+batches alternate between the types until each target is met or its pool runs out. SIGINT /
+SIGTERM finish the batch in flight; many transient failures in a row stop the run, since the
+backend is down and burning through the pool would only fill the failures file.
+
+Run as: ``thinksearch synth --config configs/quickstart.yaml``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from thinksearch import format as fmt
+from thinksearch import questions as qs
+from thinksearch.errors import ThinksearchError
+from thinksearch.files import shipped, shipped_hint, write_json_atomic
+from thinksearch.synth.output import JsonlLog, SynthStats, export_reference, read_rows, sibling
+from thinksearch.synth.rows import Item, _Counter, search_batch, thinking_batch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from thinksearch.config import SynthConfig
+    from thinksearch.search.base import SearchBackend
+    from thinksearch.teacher import Teacher
+
+KINDS = ("thinking", "search")
+
+
+class _Queue:
+    """Walks one type's shuffled pool, handing out questions until the target is reached."""
+
+    def __init__(self, kind: str, questions: list[str], target: int, done: set[str], skip: set[str]):
+        self.kind, self.questions, self.target = kind, questions, target
+        self.done, self.skip = done, skip
+        self.kept = sum(1 for q in questions if qs.question_id(kind, q) in done)
+        self.pos = 0
+
+    @property
+    def needed(self) -> int:
+        return max(0, self.target - self.kept)
+
+    def take(self, n: int) -> list[Item]:
+        items: list[Item] = []
+        while len(items) < min(n, self.needed) and self.pos < len(self.questions):
+            q = self.questions[self.pos]
+            self.pos += 1
+            qid = qs.question_id(self.kind, q)
+            if qid in self.done or qid in self.skip:
+                continue
+            items.append(Item(qid, self.kind, q))
+        return items
+
+    @property
+    def exhausted(self) -> bool:
+        return self.needed > 0 and self.pos >= len(self.questions)
+
+
+def _say(console: "Console", text: str, style: str | None = None) -> None:
+    """One status line; never parsed as rich markup (paths and errors may hold brackets)."""
+    console.print(text, style=style, markup=False, highlight=False)
+
+
+class _Stop:
+    """SIGINT / SIGTERM: the first asks the run to stop after the batch in flight; the second stops now."""
+
+    def __init__(self, console: "Console"):
+        self.console = console
+        self.signal: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Stop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = name
+        _say(self.console, f"{name}: finishing the rows in flight, then stopping (send it again to stop at once)",
+             "yellow")
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _load_pools(cfg: "SynthConfig", console: "Console") -> dict[str, qs.Pool]:
+    held_out: list[str] = []
+    if cfg.eval_questions:
+        if not shipped(cfg.eval_questions).exists():
+            raise ThinksearchError(f"eval file not found: {cfg.eval_questions}{shipped_hint(cfg.eval_questions)} (it is used "
+                                   "to decontaminate the pools; pass --eval-questions null to skip that)")
+        held_out = qs.read_questions(cfg.eval_questions)
+    paths = {"thinking": cfg.thinking_questions, "search": cfg.search_questions}
+    targets = {"thinking": cfg.num_thinking, "search": cfg.num_search}
+    pools = {k: qs.load_pool(paths[k], held_out, cfg.near_duplicate_threshold) for k in KINDS if targets[k] > 0}
+    if len(pools) == 2:
+        qs.separate(pools["thinking"], pools["search"])
+    for kind, pool in pools.items():
+        dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in pool.report["dropped"].items())
+        _say(console, f"{kind} pool {pool.path}: {pool.loaded} questions, {len(pool.questions)} kept"
+                      + (f" (dropped {dropped})" if dropped else ""))
+        if not pool.questions:
+            raise ThinksearchError(f"no {kind} questions left in {pool.path} after removing duplicates and eval overlaps")
+    return pools
+
+
+def synthesize(
+    cfg: "SynthConfig",
+    teacher: "Teacher | None" = None,
+    search: "SearchBackend | None" = None,
+    console: "Console | None" = None,
+    progress: bool = True,
+) -> SynthStats:
+    """Run stage 1 to completion (or until interrupted); resumable. Returns the run's stats.
+
+    ``teacher`` and ``search`` are built from ``cfg`` when not given (tests and notebooks pass
+    their own). Stats are written to ``<output>.stats.json`` whatever happens.
+    """
+    from rich.console import Console
+
+    # soft_wrap: messages stay one line each (no wrapping at 80 columns in logs and pipes)
+    console = console or Console(stderr=True, soft_wrap=True)
+    started = time.monotonic()
+    stats = SynthStats(output=cfg.output, target={k: n for k, n in (("thinking", cfg.num_thinking), ("search", cfg.num_search)) if n})
+    pools = _load_pools(cfg, console)
+    stats.pools = {k: p.report for k, p in pools.items()}
+
+    out = JsonlLog(cfg.output)
+    existing = out.open()
+    fails = JsonlLog(cfg.failures or sibling(cfg.output, ".failures.jsonl"), lock=False)
+    built: list[Any] = []
+    queues: dict[str, _Queue] = {}
+    try:
+        failures = fails.open()
+        stats.dropped_partial_bytes = out.dropped_bytes + fails.dropped_bytes
+        if out.dropped_bytes:
+            _say(console, f"{cfg.output}: dropped a partial last line ({out.dropped_bytes} bytes) "
+                 "left by an interrupted run", "yellow")
+        done = {str(r.get("id")) for r in existing}
+        last_failure = {str(f.get("id")): f for f in failures}
+        skip = set() if cfg.retry_rejected else {i for i, f in last_failure.items() if not f.get("transient")}
+        queues = {k: _Queue(k, qs.shuffled(p.questions, f"{cfg.seed}:{k}"), stats.target[k], done, skip)
+                  for k, p in pools.items()}
+        total_needed = sum(q.needed for q in queues.values())
+        if total_needed == 0:
+            _say(console, f"nothing to do: {cfg.output} already holds the requested rows")
+        else:
+            if teacher is None:
+                from thinksearch.teacher import make_teacher
+
+                _say(console, f"teacher: {cfg.teacher.backend} {cfg.teacher.model}")
+                teacher = make_teacher(cfg.teacher)
+                built.append(teacher)
+            stats.teacher = teacher.name
+            check = getattr(teacher, "check", None)
+            if callable(check):
+                check()
+            if search is None and "search" in queues and queues["search"].needed:
+                from thinksearch.search import make_backend
+
+                search = make_backend(cfg.search, teacher=teacher)
+                built.append(search)
+            with _Stop(console) as stop:
+                _loop(cfg, teacher, search, queues, stats, out, fails, console, stop, progress, total_needed)
+                stats.interrupted = stop.signal
+    except ThinksearchError as e:
+        stats.error = str(e)
+        raise
+    finally:
+        out.close()
+        fails.close()
+        for obj in reversed(built):
+            close = getattr(obj, "close", None)
+            if callable(close):
+                close()
+        for k, q in queues.items():
+            stats.rows_in_file[k] = q.kept
+            if q.exhausted:
+                stats.exhausted.append(k)
+        stats.seconds = time.monotonic() - started
+        _save_stats(stats, console)
+    if cfg.export_reference:
+        n = export_reference(read_rows(cfg.output), cfg.export_reference)
+        _say(console, f"exported {n} rows in the reference layout to {cfg.export_reference}")
+    return stats
+
+
+def _save_stats(stats: SynthStats, console: "Console") -> None:
+    path = sibling(stats.output, ".stats.json")
+    try:
+        write_json_atomic(path, stats.to_dict())
+    except OSError as e:  # never hide the run's own outcome behind a stats write error
+        _say(console, f"could not write {path}: {e}", "yellow")
+
+
+def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None", queues: dict[str, _Queue],
+          stats: SynthStats, out: JsonlLog, fails: JsonlLog, console: "Console", stop: _Stop,
+          show_progress: bool, total: int) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from thinksearch.progress import progress
+
+    call = _Counter(stats)
+    t0 = time.monotonic()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:.1f} rows/min"), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn(), TextColumn("{task.fields[note]}")]
+    kinds = list(queues)
+    turn = 0
+    errors_in_a_row = 0
+    with progress(*columns, console=console, bar=show_progress) as bar:
+        task = bar.add_task("synth", total=total, rate=0.0, note="")
+        while stop.signal is None:
+            items: list[Item] = []
+            for _ in kinds:
+                kind = kinds[turn % len(kinds)]
+                turn += 1
+                items = queues[kind].take(cfg.batch_size)
+                if items:
+                    break
+            if not items:
+                break
+            if items[0].type == "thinking":
+                outcomes = thinking_batch(items, teacher, cfg, call)
+            else:
+                assert search is not None
+                outcomes = search_batch(items, teacher, search, cfg, call, stats)
+            for o in outcomes:
+                for rep in o.repairs:
+                    stats.repairs[rep] += 1
+                if o.row is not None:
+                    out.append(o.row)
+                    queues[o.item.type].done.add(o.item.id)
+                    queues[o.item.type].kept += 1
+                    stats.kept[o.item.type] += 1
+                    errors_in_a_row = 0
+                    bar.advance(task)
+                    continue
+                rej = o.rejection
+                assert rej is not None
+                (stats.failed if rej.transient else stats.rejected)[rej.label] += 1
+                fails.append({"id": o.item.id, "type": o.item.type, "question": o.item.question, "stage": rej.stage,
+                              "reason": rej.reason, "detail": rej.detail, "text": fmt.cap(rej.text, 500),
+                              "transient": rej.transient, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                errors_in_a_row = errors_in_a_row + 1 if rej.transient else 0
+                if errors_in_a_row >= cfg.max_consecutive_errors:
+                    where = "search backend" if rej.reason == "search_error" else "teacher"
+                    raise ThinksearchError(
+                        f"stopped after {errors_in_a_row} {rej.reason.replace('_', ' ')}s in a row (last: {rej.detail}); "
+                        f"fix the {where} and rerun the same command to resume")
+            minutes = (time.monotonic() - t0) / 60
+            rejected = sum(stats.rejected.values()) + sum(stats.failed.values())
+            bar.update(task, rate=sum(stats.kept.values()) / minutes if minutes > 0 else 0.0,
+                       note=f"{rejected} rejected" if rejected else "")
+    if stop.signal is not None:
+        _say(console, f"stopped by {stop.signal} after finishing the rows in flight; "
+                      "rerun the same command to resume")
