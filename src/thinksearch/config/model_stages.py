@@ -11,7 +11,7 @@ import dataclasses
 from typing import Literal
 
 from thinksearch.config.data_stages import SearchConfig, SynthConfig
-from thinksearch.config.flags import check_positive, invalid
+from thinksearch.config.flags import check_choice, check_positive, invalid
 from thinksearch.errors import ConfigError
 from thinksearch.refs import has_adapter, parse_model_specs
 
@@ -249,6 +249,10 @@ class EvalConfig:
     """Answer each question through the agent loop (searches run, results go back, the model answers) and score its final answer; off: score the first turn only. null: on in `thinksearch run`, off in `thinksearch eval`."""
     max_rounds: int = 3
     """With --agent: model turns per question at most (as in ask/chat)."""
+    engine: Literal["auto", "llamacpp", "transformers"] = "auto"
+    """With --agent: what generates. llamacpp: llama.cpp in-process (xllamacpp) with batch_size parallel slots on a GGUF (an alias's own file; a tuned alias+adapter is exported once to q8_0 and cached); auto: llamacpp where xllamacpp is installed and a GGUF can be had, else transformers (with a note why). Without --agent evaluation always runs through transformers."""
+    gguf_cache: str | None = None
+    """Folder of the exported GGUFs of tuned models, keyed by the adapter's fingerprint (null: $THINKSEARCH_HOME/gguf-cache; in a run: RUN_DIR/gguf-cache)."""
     gold_only: bool = False
     """Subsample only from questions that carry gold answers (or are marked unanswerable), so every sampled answer is scored."""
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
@@ -269,6 +273,9 @@ class EvalConfig:
             parse_model_specs(self.models)
         except ConfigError as e:
             raise invalid("models", str(e)) from None
+        check_choice("engine", self.engine, ("auto", "llamacpp", "transformers"))
+        if self.engine == "llamacpp" and self.agent is False:
+            raise invalid("engine", "llamacpp evaluates through the agent loop only; add --agent, or use --engine transformers")
 
 
 # ---- run: the whole pipeline ---------------------------------------------------------
