@@ -123,7 +123,9 @@ class AgentConfig:
     adapter: str | None = None
     """LoRA adapter directory put on --model (transformers engine only)."""
     engine: Literal["auto", "transformers", "openai", "llamacpp"] = "auto"
-    """auto: llamacpp for a GGUF without adapter when xllamacpp is installed (fastest on CPU), else transformers; openai: any OpenAI-compatible endpoint (vLLM, llama.cpp server, SGLang)."""
+    """auto: llamacpp for a GGUF without adapter, or a current --gguf, when xllamacpp is installed (fastest on CPU), else transformers; openai: any OpenAI-compatible endpoint (vLLM, llama.cpp server, SGLang)."""
+    gguf: str | None = None
+    """The tuned model as a GGUF (thinksearch run writes RUN_DIR/model.gguf) that llama.cpp runs in place of --model + adapter while its fingerprint file matches the adapter; missing or stale: transformers on model + adapter, with a note."""
     base_url: str | None = None
     """openai engine: the endpoint, e.g. http://127.0.0.1:8000/v1."""
     served_model: str | None = None
@@ -171,7 +173,8 @@ class AgentConfig:
             raise invalid("max_new_tokens", f"must be below --context-tokens ({self.context_tokens}), got {self.max_new_tokens}")
         if self.engine == "openai" and not self.base_url:
             raise invalid("base_url", "the openai engine needs the endpoint's URL, e.g. http://127.0.0.1:8000/v1")
-        if self.engine in ("openai", "llamacpp") and (self.adapter or has_adapter(self.model)):
+        # With a GGUF of the tuned model, the adapter only says which one it must be (its fingerprint).
+        if (self.engine == "openai" or (self.engine == "llamacpp" and not self.gguf)) and (self.adapter or has_adapter(self.model)):
             raise invalid("adapter", f"the {self.engine} engine cannot put a LoRA adapter on the model; "
                           "serve the adapter at the endpoint (vLLM --lora-modules) or use a merged model")
         if self.system_prompt is not None and not self.system_prompt.strip():

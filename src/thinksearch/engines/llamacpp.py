@@ -50,7 +50,13 @@ class LlamaCppEngine(OpenAIEngine):
 
     @classmethod
     def from_config(cls, cfg: AgentConfig) -> "LlamaCppEngine":
-        gguf = gguf_of(cfg.model)
+        if cfg.gguf:  # the tuned model exported: used only while it matches the adapter
+            from thinksearch.engines import tuned_gguf_problem
+
+            why = tuned_gguf_problem(cfg)
+            if why:
+                raise ThinksearchError(f"--gguf: {why}; rerun thinksearch run (its export stage rewrites it) or use --engine transformers")
+        gguf = Path(cfg.gguf).expanduser() if cfg.gguf else gguf_of(cfg.model)
         if gguf is None:
             raise ThinksearchError(f"the llamacpp engine needs a GGUF model; {cfg.model!r} is not a .gguf file "
                                    "or a prepared offline alias (a tuned model: merge it, then convert the merged directory to GGUF)")
