@@ -286,7 +286,7 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class RunConfig:
-    """`thinksearch run CONFIG`: index → synth → train → eval in one run directory.
+    """`thinksearch run CONFIG`: index → synth → train → export → eval in one run directory.
 
     The YAML file is this dataclass: top-level run fields plus one section per stage. Inside a
     run the stages hand files to each other, so their paths are the run directory's (data.jsonl,
@@ -295,8 +295,8 @@ class RunConfig:
 
     run_dir: str = "runs/quickstart"
     """Every artifact of the run goes here; rerunning the same command resumes where it stopped."""
-    stages: list[Literal["index", "synth", "train", "eval"]] = dataclasses.field(
-        default_factory=lambda: ["index", "synth", "train", "eval"])
+    stages: list[Literal["index", "synth", "train", "export", "eval"]] = dataclasses.field(
+        default_factory=lambda: ["index", "synth", "train", "export", "eval"])
     """Stages to run (in pipeline order whatever the order given); complete stages are skipped anyway."""
     corpus: list[str] = dataclasses.field(default_factory=lambda: ["data/corpus/snapshot.jsonl"])
     """Files or folders the local search index is built from (search backend 'local'; empty: use synth.search.index as it is)."""
@@ -315,4 +315,4 @@ class RunConfig:
         if not self.run_dir.strip():
             raise invalid("run_dir", "must be a directory path")
         if not self.stages:
-            raise invalid("stages", "give at least one of index, synth, train, eval")
+            raise invalid("stages", "give at least one of index, synth, train, export, eval")
