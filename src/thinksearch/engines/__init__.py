@@ -14,23 +14,13 @@ from typing import Any, Callable
 
 from thinksearch.config import AgentConfig
 from thinksearch.engines.base import STOP, Engine, Message
-from thinksearch.engines.llamacpp import LlamaCppEngine
+from thinksearch.engines.llamacpp import LlamaCppEngine, tuned_gguf_problem
 from thinksearch.engines.openai import OpenAIEngine
 from thinksearch.engines.transformers import TransformersEngine
 from thinksearch.errors import ThinksearchError
 from thinksearch.refs import gguf_of, has_adapter
 
 ENGINES: dict[str, Any] = {"transformers": TransformersEngine, "openai": OpenAIEngine, "llamacpp": LlamaCppEngine}
-
-
-def tuned_gguf_problem(cfg: AgentConfig) -> str | None:
-    """Why llama.cpp cannot run ``cfg.gguf`` in place of the model + adapter; None when it can."""
-    from thinksearch.gguf_cache import is_current
-    from thinksearch.refs import split_adapter
-
-    if importlib.util.find_spec("xllamacpp") is None:
-        return "xllamacpp is not installed (pip install 'thinksearch[llamacpp]')"
-    return is_current(cfg.gguf or "", cfg.adapter or split_adapter(cfg.model)[1])
 
 
 def pick_engine(cfg: AgentConfig, note: Callable[[str], None] | None = None) -> str:
@@ -64,4 +54,4 @@ def load_engine(cfg: AgentConfig, note: Callable[[str], None] | None = None) -> 
 
 
 __all__ = ["ENGINES", "STOP", "Engine", "LlamaCppEngine", "Message", "OpenAIEngine", "TransformersEngine",
-           "gguf_of", "load_engine", "pick_engine"]
+           "gguf_of", "load_engine", "pick_engine", "tuned_gguf_problem"]

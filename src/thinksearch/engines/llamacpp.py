@@ -15,6 +15,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 
+def tuned_gguf_problem(cfg: AgentConfig) -> str | None:
+    """Why llama.cpp cannot run ``cfg.gguf`` in place of the model + adapter; None when it can."""
+    import importlib.util
+
+    from thinksearch.gguf_cache import is_current
+    from thinksearch.refs import split_adapter
+
+    if importlib.util.find_spec("xllamacpp") is None:
+        return "xllamacpp is not installed (pip install 'thinksearch[llamacpp]')"
+    return is_current(cfg.gguf or "", cfg.adapter or split_adapter(cfg.model)[1])
+
+
 class LlamaCppEngine(OpenAIEngine):
     """llama.cpp in this process (the prebuilt ``xllamacpp`` wheel), spoken to over its own
     OpenAI-compatible server on 127.0.0.1 with the completions API.
@@ -51,8 +63,6 @@ class LlamaCppEngine(OpenAIEngine):
     @classmethod
     def from_config(cls, cfg: AgentConfig) -> "LlamaCppEngine":
         if cfg.gguf:  # the tuned model exported: used only while it matches the adapter
-            from thinksearch.engines import tuned_gguf_problem
-
             why = tuned_gguf_problem(cfg)
             if why:
                 raise ThinksearchError(f"--gguf: {why}; rerun thinksearch run (its export stage rewrites it) or use --engine transformers")
