@@ -27,7 +27,7 @@ def scripted_cli(monkeypatch, tiny_tokenizer):
     def use(script, backend=None):
         state["engine"] = ScriptedEngine(tiny_tokenizer, script)
         state["backend"] = backend or FixedSearch()
-        monkeypatch.setattr(agent_mod, "load_engine", lambda cfg: state["engine"])
+        monkeypatch.setattr(agent_mod, "load_engine", lambda cfg, note=None: state["engine"])
         monkeypatch.setattr(agent_mod, "open_backend", lambda cfg, warn=None: state["backend"])
         return state
 
@@ -221,7 +221,7 @@ def test_yaml_sections_and_flags(tmp_path, monkeypatch, scripted_cli, capsys):
     cfg_file.write_text("agent:\n  max_rounds: 2\n  search: {k: 3}\nserve:\n  port: 9001\n  run_tools: true\n", encoding="utf-8")
     seen = {}
     state = scripted_cli([answer("好")])
-    monkeypatch.setattr(agent_mod, "load_engine", lambda cfg: (seen.setdefault("cfg", cfg), state["engine"])[1])
+    monkeypatch.setattr(agent_mod, "load_engine", lambda cfg, note=None: (seen.setdefault("cfg", cfg), state["engine"])[1])
     assert cli.main(["ask", "q", "--config", str(cfg_file), "--max-new-tokens", "99", "--json"]) == 0
     cfg = seen["cfg"]
     assert (cfg.max_rounds, cfg.search.k, cfg.max_new_tokens) == (2, 3, 99)

@@ -74,7 +74,9 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tmp_path, tiny_model_dir, t
     # Every stage ran and left its artifacts where the summary says.
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert {s: v["status"] for s, v in summary["stages"].items()} == {
-        "index": "done", "synth": "done", "train": "done", "eval": "done"}
+        "index": "done", "synth": "done", "train": "done", "export": "skipped", "eval": "done"}
+    # The tiny base is a model directory: no GGUF to export into, so both models ran in transformers.
+    assert summary["engines"]["export"].startswith("skipped: ") and summary["engines"]["eval"] == "base transformers, tuned transformers"
     assert summary["synth"]["rows"] == {"thinking": 6, "search": 6}
     assert summary["synth"]["search_backends"] == {"local": 6}
     assert summary["train"]["steps"] == 4 and summary["train"]["last_loss"] is not None

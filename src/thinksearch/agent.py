@@ -443,6 +443,6 @@ def trim_history(engine: Engine, history: list[Message], budget: int, system: st
 
 def load_agent(cfg: AgentConfig, warn: Callable[[str], None] | None = None) -> Agent:
     """Engine and search backend from a config: what ``ask``, ``chat`` and ``serve`` start with."""
-    engine = load_engine(cfg)
+    engine = load_engine(cfg, warn)
     return Agent(engine, open_backend(cfg.search, warn), cfg)
 

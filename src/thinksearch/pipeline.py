@@ -1,7 +1,7 @@
-"""The main job: index → synth → train → eval in one run directory, resumable at every stage.
+"""The main job: index → synth → train → export → eval in one run directory, resumable at every stage.
 
 Each stage is the same function its own subcommand calls (``build_index``, ``synthesize``,
-``train``, ``evaluate``); this module only decides where their files go inside the run
+``train``, ``cached_gguf``, ``evaluate``); this module only decides where their files go inside the run
 directory, skips what is already complete, and summarises the run in one table
 (``summary.json`` / ``summary.md`` beside the artifacts).
 
@@ -55,6 +55,15 @@ class RunPaths:
     def eval_dir(self) -> Path:
         return self.root / "eval"
 
+    @property
+    def gguf(self) -> Path:
+        """The tuned model as a GGUF (the export stage), for llama.cpp in eval and ask/chat/serve."""
+        return self.root / "model.gguf"
+
+    @property
+    def gguf_cache(self) -> Path:
+        return self.root / "gguf-cache"
+
 
 def plan(cfg: RunConfig) -> tuple[RunConfig, RunPaths]:
     """The run's stage configs with their file locations moved into the run directory.
@@ -75,7 +84,8 @@ def plan(cfg: RunConfig) -> tuple[RunConfig, RunPaths]:
     # The eval's agent loop searches the run's own index (with the run's result cache), so
     # tuned answers are scored against the same corpus the training rows were grounded in.
     agent = True if cfg.eval.agent is None else cfg.eval.agent
-    evaluation = dataclasses.replace(cfg.eval, output_dir=str(paths.eval_dir), models=models, agent=agent, search=search)
+    evaluation = dataclasses.replace(cfg.eval, output_dir=str(paths.eval_dir), models=models, agent=agent, search=search,
+                                     gguf_cache=cfg.eval.gguf_cache or str(paths.gguf_cache))
     return dataclasses.replace(cfg, synth=synth, train=train, eval=evaluation), paths
 
 
@@ -86,10 +96,13 @@ class _State:
         self.path = root / STATE_FILE
         self.data: dict[str, Any] = read_json(self.path) or {"stages": {}}
 
-    def record(self, stage: str, status: str, seconds: float) -> None:
+    def record(self, stage: str, status: str, seconds: float, note: str | None = None) -> None:
         entry = self.data["stages"].setdefault(stage, {"seconds": 0.0})
         entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 1)
         entry["status"] = status
+        entry.pop("note", None)
+        if note:
+            entry["note"] = note
         write_json_atomic(self.path, self.data)
 
 
@@ -101,18 +114,19 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, progress: bool = Tru
 
     write_json_atomic(paths.root / "run_config.json", to_dict(cfg))
     state = _State(paths.root)
-    for stage in ("index", "synth", "train", "eval"):
+    for stage in ("index", "synth", "train", "export", "eval"):
         if stage not in cfg.stages:
             continue
         if stage == "index" and not (cfg.synth.search.backend == "local" and cfg.corpus):
             continue
         say(f"── {stage} ──")
         t0 = time.perf_counter()
-        status = "failed"
+        status, note = "failed", None
         try:
-            status = STAGES[stage](cfg, paths, say, progress)
+            result = STAGES[stage](cfg, paths, say, progress)
+            status, note = result if isinstance(result, tuple) else (result, None)
         finally:
-            state.record(stage, status, time.perf_counter() - t0)
+            state.record(stage, status, time.perf_counter() - t0, note)
         if status == "interrupted":
             say(f"{stage} was interrupted; rerun the same command to resume")
             break
@@ -153,6 +167,28 @@ def _train(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress
     return "done"
 
 
+def _export(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str | tuple[str, str]:
+    """model.gguf: the tuned model merged and exported once (the cache), for llama.cpp in eval and ask."""
+    from thinksearch import gguf_cache
+    from thinksearch.evaluate.engine_choice import has_xllamacpp
+    from thinksearch.files import read_json
+
+    if not has_xllamacpp():
+        why = "xllamacpp is not installed, so nothing would run a GGUF; eval and ask use transformers"
+        say(f"export skipped: {why}")
+        return "skipped", why
+    try:
+        plan = gguf_cache.cached_gguf(cfg.train.model, paths.adapter, directory=paths.gguf_cache, say=say)
+    except ThinksearchError as e:
+        why = f"{e}; eval and ask use transformers"
+        say(f"export skipped: {why}")
+        return "skipped", why
+    if (read_json(gguf_cache.fingerprint_path(paths.gguf)) or {}).get("key") != plan.key or not paths.gguf.is_file():
+        gguf_cache.publish(plan, paths.gguf)
+    say(f"{paths.gguf}: {plan.qtype}, adapter fingerprint {plan.adapter_fingerprint[:12]}")
+    return "done"
+
+
 def _eval(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str:
     from thinksearch.evaluate import evaluate
 
@@ -160,8 +196,8 @@ def _eval(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress:
     return "done"
 
 
-STAGES: dict[str, Callable[[RunConfig, RunPaths, Callable[[str], None], bool], str]] = {
-    "index": _index, "synth": _synth, "train": _train, "eval": _eval,
+STAGES: dict[str, Callable[[RunConfig, RunPaths, Callable[[str], None], bool], Any]] = {
+    "index": _index, "synth": _synth, "train": _train, "export": _export, "eval": _eval,
 }
 
 
@@ -205,11 +241,33 @@ def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[s
             "seconds": metrics.get("train_seconds"),
             "adapter": str(paths.adapter),
         }
+    out["engines"] = _engines(paths, out["stages"])
     report = read_json(paths.eval_dir / "report.json")
     if report:
         out["eval"] = {m["name"]: _model_figures(m["metrics"]) for m in report.get("models", [])}
         out["eval_report"] = str(paths.eval_dir / "report.md")
         out["reference"] = report.get("reference")
+    return out
+
+
+def _engines(paths: RunPaths, stages: Mapping[str, Any]) -> dict[str, str]:
+    """Which engine ran each stage, read from the run's config, the export's fingerprint and the report."""
+    out: dict[str, str] = {}
+    run_cfg = read_json(paths.root / "run_config.json") or {}
+    if "synth" in stages:
+        backend = ((run_cfg.get("synth") or {}).get("teacher") or {}).get("backend")
+        out["synth"] = f"teacher: {backend}" + (" (transformers)" if backend == "local" else "")
+    if "train" in stages:
+        out["train"] = "transformers + PEFT (LoRA)"
+    if "export" in stages:
+        from thinksearch.gguf_cache import fingerprint_path
+
+        meta = read_json(fingerprint_path(paths.gguf))
+        out["export"] = (f"gguf ({meta.get('qtype')}) → {paths.gguf.name}" if isinstance(meta, dict) and paths.gguf.is_file()
+                         else f"skipped: {stages['export'].get('note') or 'no model.gguf'}")
+    report = read_json(paths.eval_dir / "report.json")
+    if report:
+        out["eval"] = ", ".join(f"{m['name']} {m.get('engine', 'transformers')}" for m in report.get("models", []))
     return out
 
 
@@ -290,6 +348,8 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
             for key, label in figures.items():
                 if (m.get(group) or {}).get(key):
                     rows.append((f"{name}: {label}", _ci(m[group][key])))
+    for stage, engine in (summary.get("engines") or {}).items():
+        rows.append((f"engine: {stage}", engine))
     for stage, st in summary.get("stages", {}).items():
         rows.append((f"time: {stage}", f"{st.get('seconds', 0) / 60:.1f} min ({st.get('status')})"))
     return rows
@@ -298,7 +358,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
 def artifact_paths(summary: Mapping[str, Any]) -> list[str]:
     root = Path(summary["run_dir"])
     candidates = [root / "data.jsonl", root / "data.stats.json", root / "data.failures.jsonl",
-                  root / "index.sqlite", root / "adapter", root / "adapter" / "loss.png",
+                  root / "index.sqlite", root / "adapter", root / "adapter" / "loss.png", root / "model.gguf",
                   root / "eval" / "report.md", root / "eval" / "report.json", root / "eval" / "report.png",
                   root / SUMMARY_MD]
     return [str(p) for p in candidates if p.exists()]

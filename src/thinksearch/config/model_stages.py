@@ -11,7 +11,7 @@ import dataclasses
 from typing import Literal
 
 from thinksearch.config.data_stages import SearchConfig, SynthConfig
-from thinksearch.config.flags import check_positive, invalid
+from thinksearch.config.flags import check_choice, check_positive, invalid
 from thinksearch.errors import ConfigError
 from thinksearch.refs import has_adapter, parse_model_specs
 
@@ -123,7 +123,9 @@ class AgentConfig:
     adapter: str | None = None
     """LoRA adapter directory put on --model (transformers engine only)."""
     engine: Literal["auto", "transformers", "openai", "llamacpp"] = "auto"
-    """auto: llamacpp for a GGUF without adapter when xllamacpp is installed (fastest on CPU), else transformers; openai: any OpenAI-compatible endpoint (vLLM, llama.cpp server, SGLang)."""
+    """auto: llamacpp for a GGUF without adapter, or a current --gguf, when xllamacpp is installed (fastest on CPU), else transformers; openai: any OpenAI-compatible endpoint (vLLM, llama.cpp server, SGLang)."""
+    gguf: str | None = None
+    """The tuned model as a GGUF (thinksearch run writes RUN_DIR/model.gguf) that llama.cpp runs in place of --model + adapter while its fingerprint file matches the adapter; missing or stale: transformers on model + adapter, with a note."""
     base_url: str | None = None
     """openai engine: the endpoint, e.g. http://127.0.0.1:8000/v1."""
     served_model: str | None = None
@@ -171,7 +173,8 @@ class AgentConfig:
             raise invalid("max_new_tokens", f"must be below --context-tokens ({self.context_tokens}), got {self.max_new_tokens}")
         if self.engine == "openai" and not self.base_url:
             raise invalid("base_url", "the openai engine needs the endpoint's URL, e.g. http://127.0.0.1:8000/v1")
-        if self.engine in ("openai", "llamacpp") and (self.adapter or has_adapter(self.model)):
+        # With a GGUF of the tuned model, the adapter only says which one it must be (its fingerprint).
+        if (self.engine == "openai" or (self.engine == "llamacpp" and not self.gguf)) and (self.adapter or has_adapter(self.model)):
             raise invalid("adapter", f"the {self.engine} engine cannot put a LoRA adapter on the model; "
                           "serve the adapter at the endpoint (vLLM --lora-modules) or use a merged model")
         if self.system_prompt is not None and not self.system_prompt.strip():
@@ -249,6 +252,10 @@ class EvalConfig:
     """Answer each question through the agent loop (searches run, results go back, the model answers) and score its final answer; off: score the first turn only. null: on in `thinksearch run`, off in `thinksearch eval`."""
     max_rounds: int = 3
     """With --agent: model turns per question at most (as in ask/chat)."""
+    engine: Literal["auto", "llamacpp", "transformers"] = "auto"
+    """With --agent: what generates. llamacpp: llama.cpp in-process (xllamacpp) with batch_size parallel slots on a GGUF (an alias's own file; a tuned alias+adapter is exported once to q8_0 and cached); auto: llamacpp where xllamacpp is installed and a GGUF can be had, else transformers (with a note why). Without --agent evaluation always runs through transformers."""
+    gguf_cache: str | None = None
+    """Folder of the exported GGUFs of tuned models, keyed by the adapter's fingerprint (null: $THINKSEARCH_HOME/gguf-cache; in a run: RUN_DIR/gguf-cache)."""
     gold_only: bool = False
     """Subsample only from questions that carry gold answers (or are marked unanswerable), so every sampled answer is scored."""
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
@@ -269,6 +276,9 @@ class EvalConfig:
             parse_model_specs(self.models)
         except ConfigError as e:
             raise invalid("models", str(e)) from None
+        check_choice("engine", self.engine, ("auto", "llamacpp", "transformers"))
+        if self.engine == "llamacpp" and self.agent is False:
+            raise invalid("engine", "llamacpp evaluates through the agent loop only; add --agent, or use --engine transformers")
 
 
 # ---- run: the whole pipeline ---------------------------------------------------------
@@ -276,7 +286,7 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class RunConfig:
-    """`thinksearch run CONFIG`: index → synth → train → eval in one run directory.
+    """`thinksearch run CONFIG`: index → synth → train → export → eval in one run directory.
 
     The YAML file is this dataclass: top-level run fields plus one section per stage. Inside a
     run the stages hand files to each other, so their paths are the run directory's (data.jsonl,
@@ -285,8 +295,8 @@ class RunConfig:
 
     run_dir: str = "runs/quickstart"
     """Every artifact of the run goes here; rerunning the same command resumes where it stopped."""
-    stages: list[Literal["index", "synth", "train", "eval"]] = dataclasses.field(
-        default_factory=lambda: ["index", "synth", "train", "eval"])
+    stages: list[Literal["index", "synth", "train", "export", "eval"]] = dataclasses.field(
+        default_factory=lambda: ["index", "synth", "train", "export", "eval"])
     """Stages to run (in pipeline order whatever the order given); complete stages are skipped anyway."""
     corpus: list[str] = dataclasses.field(default_factory=lambda: ["data/corpus/snapshot.jsonl"])
     """Files or folders the local search index is built from (search backend 'local'; empty: use synth.search.index as it is)."""
@@ -305,4 +315,4 @@ class RunConfig:
         if not self.run_dir.strip():
             raise invalid("run_dir", "must be a directory path")
         if not self.stages:
-            raise invalid("stages", "give at least one of index, synth, train, eval")
+            raise invalid("stages", "give at least one of index, synth, train, export, eval")

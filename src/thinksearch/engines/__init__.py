@@ -10,11 +10,11 @@ Run as: ``python -c "from thinksearch.config import AgentConfig; from thinksearc
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, Callable
 
 from thinksearch.config import AgentConfig
 from thinksearch.engines.base import STOP, Engine, Message
-from thinksearch.engines.llamacpp import LlamaCppEngine
+from thinksearch.engines.llamacpp import LlamaCppEngine, tuned_gguf_problem
 from thinksearch.engines.openai import OpenAIEngine
 from thinksearch.engines.transformers import TransformersEngine
 from thinksearch.errors import ThinksearchError
@@ -23,11 +23,19 @@ from thinksearch.refs import gguf_of, has_adapter
 ENGINES: dict[str, Any] = {"transformers": TransformersEngine, "openai": OpenAIEngine, "llamacpp": LlamaCppEngine}
 
 
-def pick_engine(cfg: AgentConfig) -> str:
-    """``auto``: llama.cpp where it can run the model (a GGUF, no adapter, xllamacpp installed),
-    since it decodes several times faster on CPU (bench/results/infer.json); else transformers."""
+def pick_engine(cfg: AgentConfig, note: Callable[[str], None] | None = None) -> str:
+    """``auto``: llama.cpp where it can run the model (a GGUF, no adapter, xllamacpp installed;
+    or a current ``cfg.gguf`` of the tuned model), since it decodes several times faster on CPU
+    (bench/results/infer.json); else transformers, telling ``note`` why when a gguf was asked for."""
     if cfg.engine != "auto":
         return cfg.engine
+    if cfg.gguf:
+        why = tuned_gguf_problem(cfg)
+        if why is None:
+            return "llamacpp"
+        if note:
+            note(f"not using --gguf: {why}; answering through transformers (thinksearch run's export stage writes a current one)")
+        return "transformers"
     if cfg.adapter is None and importlib.util.find_spec("xllamacpp") is not None:
         try:
             from thinksearch import models
@@ -40,10 +48,10 @@ def pick_engine(cfg: AgentConfig) -> str:
     return "transformers"
 
 
-def load_engine(cfg: AgentConfig) -> Engine:
-    """The engine ``cfg`` asks for, loaded and ready."""
-    return ENGINES[pick_engine(cfg)].from_config(cfg)
+def load_engine(cfg: AgentConfig, note: Callable[[str], None] | None = None) -> Engine:
+    """The engine ``cfg`` asks for, loaded and ready (``note``: why a --gguf is not used)."""
+    return ENGINES[pick_engine(cfg, note)].from_config(cfg)
 
 
 __all__ = ["ENGINES", "STOP", "Engine", "LlamaCppEngine", "Message", "OpenAIEngine", "TransformersEngine",
-           "gguf_of", "load_engine", "pick_engine"]
+           "gguf_of", "load_engine", "pick_engine", "tuned_gguf_problem"]

@@ -15,6 +15,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 
+def tuned_gguf_problem(cfg: AgentConfig) -> str | None:
+    """Why llama.cpp cannot run ``cfg.gguf`` in place of the model + adapter; None when it can."""
+    import importlib.util
+
+    from thinksearch.gguf_cache import is_current
+    from thinksearch.refs import split_adapter
+
+    if importlib.util.find_spec("xllamacpp") is None:
+        return "xllamacpp is not installed (pip install 'thinksearch[llamacpp]')"
+    return is_current(cfg.gguf or "", cfg.adapter or split_adapter(cfg.model)[1])
+
+
 class LlamaCppEngine(OpenAIEngine):
     """llama.cpp in this process (the prebuilt ``xllamacpp`` wheel), spoken to over its own
     OpenAI-compatible server on 127.0.0.1 with the completions API.
@@ -50,7 +62,11 @@ class LlamaCppEngine(OpenAIEngine):
 
     @classmethod
     def from_config(cls, cfg: AgentConfig) -> "LlamaCppEngine":
-        gguf = gguf_of(cfg.model)
+        if cfg.gguf:  # the tuned model exported: used only while it matches the adapter
+            why = tuned_gguf_problem(cfg)
+            if why:
+                raise ThinksearchError(f"--gguf: {why}; rerun thinksearch run (its export stage rewrites it) or use --engine transformers")
+        gguf = Path(cfg.gguf).expanduser() if cfg.gguf else gguf_of(cfg.model)
         if gguf is None:
             raise ThinksearchError(f"the llamacpp engine needs a GGUF model; {cfg.model!r} is not a .gguf file "
                                    "or a prepared offline alias (a tuned model: merge it, then convert the merged directory to GGUF)")

@@ -32,7 +32,8 @@ Run as: ``thinksearch eval --data data/eval/test.jsonl --model base=qwen2.5-code
 
 The package, one job per module: :mod:`~thinksearch.evaluate.evalset` (reading the eval
 file), :mod:`~thinksearch.evaluate.metrics` (flags and counts),
-:mod:`~thinksearch.evaluate.batching` (generation), :mod:`~thinksearch.evaluate.outputs`
+:mod:`~thinksearch.evaluate.batching` (generation), :mod:`~thinksearch.evaluate.engine_choice`
+(llama.cpp or transformers per model, with ``--agent``), :mod:`~thinksearch.evaluate.outputs`
 (saved outputs), :mod:`~thinksearch.evaluate.reports` (report.json, .md, .png) and
 :mod:`~thinksearch.evaluate.run` (:func:`evaluate`, tying them together). The names below
 are the package's public interface.

@@ -44,11 +44,18 @@ def _fingerprint(path: str | None, small: int = 64 << 20) -> str | None:
     return h.hexdigest()[:16]
 
 
-def generation_settings(spec: ModelSpec, resolved: "ResolvedModel", cfg: EvalConfig) -> dict[str, Any]:
-    """Everything that shapes an output; outputs saved under other settings are not reused."""
+def generation_settings(spec: ModelSpec, resolved: "ResolvedModel", cfg: EvalConfig,
+                        engine: str = "transformers", gguf: str | None = None) -> dict[str, Any]:
+    """Everything that shapes an output; outputs saved under other settings are not reused.
+
+    ``engine`` and ``gguf`` (the fingerprint of the GGUF llama.cpp ran) keep outputs of
+    llama.cpp and transformers, or of two exports, from being resumed as one run.
+    """
     sampled = cfg.temperature > 0
     return {
         "ref": spec.ref,
+        "engine": engine,
+        "gguf": gguf,
         "base": resolved.ref,
         "base_fingerprint": _fingerprint(os.path.join(resolved.path, resolved.gguf_file) if resolved.gguf_file else resolved.path),
         "adapter_fingerprint": _fingerprint(resolved.adapter),

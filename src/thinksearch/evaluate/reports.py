@@ -43,7 +43,8 @@ def build_report(cfg: EvalConfig, evalset: EvalSet, items: Sequence[EvalItem], s
     for spec in specs:
         store = stores[spec.name]
         records = [record_for_report(store.done[it.id]) for it in items if it.id in store.done]
-        entries.append({"name": spec.name, "ref": spec.ref, "settings": store.settings, "settings_key": store.key,
+        entries.append({"name": spec.name, "ref": spec.ref, "engine": store.settings.get("engine", "transformers"),
+                        "settings": store.settings, "settings_key": store.key,
                         "metrics": summarize(records), "records": records})
     counts = {t: sum(it.type == t for it in items) for t in TYPES}
     return {

@@ -15,6 +15,7 @@ from thinksearch.errors import ThinksearchError
 from thinksearch.agent import Agent
 from thinksearch.evaluate.agentic import BatchingEngine, agent_settings, base_record, run_agent
 from thinksearch.evaluate.batching import generate_records, sampling_for
+from thinksearch.evaluate.engine_choice import choose, load_llamacpp
 from thinksearch.evaluate.evalset import load_eval_set, subsample
 from thinksearch.evaluate.outputs import OutputStore, generation_settings
 from thinksearch.evaluate.reports import build_report, write_reports
@@ -94,10 +95,16 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
             resolved[spec.name] = models.resolve(spec.ref)
         except ThinksearchError as e:
             raise ThinksearchError(f"model '{spec.name}' ({spec.ref}) does not load: {e}") from None
-    stores = {s.name: OutputStore(out_dir, s.name, generation_settings(s, resolved[s.name], cfg), cfg.restart) for s in specs}
+    if cfg.engine == "llamacpp" and not cfg.agent:
+        raise ThinksearchError("--engine llamacpp evaluates through the agent loop only; add --agent, or use --engine transformers")
+    choices = {s.name: choose(s.name, resolved[s.name], cfg, log) for s in specs}
+    stores = {s.name: OutputStore(out_dir, s.name, generation_settings(s, resolved[s.name], cfg, choices[s.name].name,
+                                                                       choices[s.name].fingerprint), cfg.restart)
+              for s in specs}
     if evalset.duplicates:
         log(f"{evalset.path}: {evalset.duplicates} repeated question(s) counted once")
     sampling = sampling_for(cfg)
+    settings = agent_settings(cfg)
     backend = _open_backend(cfg) if cfg.agent else None
     with _progress(progress) as bar:
         for spec in specs:
@@ -108,7 +115,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
                 continue
             if store.done:
                 log(f"{spec.name}: resuming, {len(items) - len(pending)} of {len(items)} outputs already saved")
-            model, tokenizer = _load_model(spec, resolved[spec.name], cfg)
+            choice = choices[spec.name]
+            if choice.name == "llamacpp":
+                model, tokenizer = None, None
+                engine: Any = load_llamacpp(spec.name, choice, resolved[spec.name], cfg, settings.context_tokens, log)
+            else:
+                model, tokenizer = _load_model(spec, resolved[spec.name], cfg)
+                engine = BatchingEngine(model, tokenizer, cfg.batch_size, cfg.continuous_batching)
             tokens, t0 = 0, time.perf_counter()
 
             def saved(batch: list[dict[str, Any]], store: OutputStore = store, task: Any = task) -> None:
@@ -124,12 +137,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
                     generate_records(model, tokenizer, pending, sampling, cfg.batch_size, store.key, saved,
                                      continuous=cfg.continuous_batching)
                 else:
-                    engine = BatchingEngine(model, tokenizer, cfg.batch_size, cfg.continuous_batching)
-                    agent = Agent(engine, backend, agent_settings(cfg))
+                    agent = Agent(engine, backend, settings)
                     run_agent(agent, pending, lambda it, key=store.key: base_record(it, key), cfg.max_new_tokens,
                               4 * cfg.batch_size, saved)
             finally:
-                del model, tokenizer
+                engine.close()  # llama.cpp's server and its memory go before the next model loads
+                del model, tokenizer, engine
                 _release_memory()
     report = build_report(cfg, evalset, items, specs, {s.name: stores[s.name] for s in specs})
     write_reports(report, out_dir)
