@@ -17,10 +17,12 @@ from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check
                                      parse_query_reply, reasoning_problem)
 from thinksearch.synth.output import SynthStats
 from thinksearch.synth.prompts import analysis_messages, answer_messages, grounded_messages, query_messages
+from thinksearch.synth.verify import Tried, candidate_seed, candidates, pick
 from thinksearch.teacher import TeacherReply, TeacherRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.config import SynthConfig
+    from thinksearch.questions import Question
     from thinksearch.search.base import Result, SearchBackend
     from thinksearch.teacher import Teacher
 
@@ -59,6 +61,8 @@ class Item:
     id: str
     type: str
     question: str
+    gold: "Question | None" = None
+    """What the pool file says about the question (category, gold); None: nothing."""
 
 
 @dataclass
@@ -67,15 +71,23 @@ class Outcome:
     row: dict[str, Any] | None = None
     rejection: Rejection | None = None
     repairs: list[str] = field(default_factory=list)
+    tried: Tried | None = None
+    """A gold-checked question: whether its first / any candidate was right (pass@1, pass@k)."""
 
 
 def _seed(cfg: "SynthConfig", item: Item, stage: int) -> int:
     return (cfg.seed * 1_000_003 + int(item.id[2:10], 16) * 7 + stage) % (2**31)
 
 
-def _request(cfg: "SynthConfig", messages: list[dict[str, Any]], max_tokens: int, item: Item, stage: int) -> TeacherRequest:
-    return TeacherRequest(messages, max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                          seed=_seed(cfg, item, stage))
+def _temperature(cfg: "SynthConfig", k: int) -> float:
+    return cfg.sample_temperature if k > 1 else cfg.temperature
+
+
+def _request(cfg: "SynthConfig", messages: list[dict[str, Any]], max_tokens: int, item: Item, stage: int,
+             j: int = 0, k: int = 1) -> TeacherRequest:
+    """Candidate ``j`` of ``k`` of one stage of ``item`` (k > 1: gold-checked sampling)."""
+    return TeacherRequest(messages, max_tokens=max_tokens, temperature=_temperature(cfg, k), top_p=cfg.top_p,
+                          seed=candidate_seed(_seed(cfg, item, stage), j))
 
 
 class _Counter:
@@ -98,10 +110,10 @@ class _Counter:
 
 
 def _meta(cfg: "SynthConfig", teacher: "Teacher", stages: dict[str, int], replies: list[TeacherReply],
-          passed: list[str], repairs: list[str], **extra: Any) -> dict[str, Any]:
+          passed: list[str], repairs: list[str], k: int = 1, **extra: Any) -> dict[str, Any]:
     return {
         "teacher": teacher.name,
-        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_tokens": stages},
+        "sampling": {"temperature": _temperature(cfg, k), "top_p": cfg.top_p, "seed": cfg.seed, "max_tokens": stages},
         "finish_reasons": [r.finish_reason for r in replies],
         "tokens": {"prompt": sum(r.prompt_tokens for r in replies), "completion": sum(r.completion_tokens for r in replies)},
         "gates": {"passed": passed, "repairs": repairs},
@@ -110,37 +122,51 @@ def _meta(cfg: "SynthConfig", teacher: "Teacher", stages: dict[str, int], replie
 
 
 def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig", call: Any) -> list[Outcome]:
-    """Stage 1 (analysis) for every item, then stage 2 (answer given the analysis)."""
+    """Stage 1 (analysis) for every candidate, then stage 2 (answer given the analysis).
+
+    An item checked against gold has k candidates (:func:`.verify.candidates`), asked in the
+    same two batched calls as every other item's, so k costs batch width, not extra rounds;
+    :func:`.verify.pick` then keeps the first candidate that matches gold.
+    """
     gate = (cfg.max_repetition,)
-    first = call(teacher, [_request(cfg, analysis_messages(it.question), cfg.max_tokens_analysis, it, 1) for it in items])
-    outcomes = [Outcome(it) for it in items]
+    ks = [candidates(cfg, it) for it in items]
+    slots = [(i, j) for i, k in enumerate(ks) for j in range(k)]
+    first = call(teacher, [_request(cfg, analysis_messages(items[i].question), cfg.max_tokens_analysis, items[i], 1, j, ks[i])
+                           for i, j in slots])
+    cands = [Outcome(items[i]) for i, _ in slots]
     traces: dict[int, tuple[str, str]] = {}
-    for i, reply in enumerate(first):
+    for s, reply in enumerate(first):
         got = check_text(reply, "analysis", cfg.min_trace_chars, *gate, use_reasoning=True)
         if isinstance(got, Rejection):
-            outcomes[i].rejection = got
+            cands[s].rejection = got
         else:
-            traces[i] = got
+            traces[s] = got
     todo = sorted(traces)
-    second = call(teacher, [_request(cfg, answer_messages(items[i].question, traces[i][0]), cfg.max_tokens_answer, items[i], 2)
-                            for i in todo])
+    second = call(teacher, [_request(cfg, answer_messages(items[slots[s][0]].question, traces[s][0]), cfg.max_tokens_answer,
+                                     items[slots[s][0]], 2, slots[s][1], ks[slots[s][0]]) for s in todo])
     stages = {"analysis": cfg.max_tokens_analysis, "answer": cfg.max_tokens_answer}
-    for i, reply in zip(todo, second):
+    for s, reply in zip(todo, second):
+        i, j = slots[s]
         got = check_text(reply, "answer", cfg.min_answer_chars, *gate)
         if not isinstance(got, Rejection):
             got = answer_problem(got[0], items[i].question, cfg.min_answer_chars) or got
         if isinstance(got, Rejection):
             got.stage = "answer"
-            outcomes[i].rejection = got
+            cands[s].rejection = got
             continue
-        trace, source = traces[i]
+        trace, source = traces[s]
         answer = got[0]
         it = items[i]
-        outcomes[i].row = {
+        cands[s].row = {
             "id": it.id, "type": "thinking",
             "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), answer),
-            "meta": _meta(cfg, teacher, stages, [first[i], reply], ["analysis", "answer"], [], trace_source=source),
+            "meta": _meta(cfg, teacher, stages, [first[s], reply], ["analysis", "answer"], [], ks[i], trace_source=source),
         }
+    outcomes = []
+    for i, it in enumerate(items):
+        outcome, tried = pick(cfg, it, [c for c, (ci, _) in zip(cands, slots) if ci == i])
+        outcome.tried = tried
+        outcomes.append(outcome)
     return outcomes
 
 
