@@ -56,8 +56,8 @@ class ScriptedTeacher:
 
     name = "scripted"
 
-    def __init__(self, script: dict, crash_on_call: int | None = None):
-        self.script, self.crash_on_call = script, crash_on_call
+    def __init__(self, script: dict, crash_on_call: int | None = None, hints: dict | None = None):
+        self.script, self.crash_on_call, self.hints = script, crash_on_call, hints or {}
         self.calls: list[list] = []
 
     def generate(self, requests):
@@ -70,7 +70,11 @@ class ScriptedTeacher:
             prompt = r.messages[-1]["content"]
             q = _QUESTION_RE.search(prompt).group(1).strip()
             j = seen[q] = seen.get(q, -1) + 1
-            if stage_of(prompt) == "analysis":
+            if "正确结果是" in prompt:  # the rationalisation prompt: question → (trace, answer)
+                out.append(TeacherReply(self.hints[q][0]))
+            elif stage_of(prompt) == "answer" and any(t in prompt for t, _ in self.hints.values()):
+                out.append(TeacherReply(next(a for t, a in self.hints.values() if t in prompt)))
+            elif stage_of(prompt) == "analysis":
                 out.append(TeacherReply("先弄清题目问的是什么，列出已知条件，再一步步推出结论并检验。"))
             else:
                 answers = self.script[q][2]
@@ -191,11 +195,37 @@ def test_k1_default_keeps_rows_and_stats_as_before(tmp_path):
     assert len(teacher.calls[0]) == 3 and all(r.temperature == cfg.temperature for r in teacher.calls[0])
 
 
+def test_gold_hint_keeps_a_rationalised_trace_only_when_it_reaches_gold_unprompted(tmp_path):
+    hints = {"十的一半是多少？": ("十平均分成两份，每份是十除以二，等于五。", "答案是5。"),
+             "法国大革命爆发在哪一年？": ("根据提示，法国大革命爆发于1789年。", "是1789年。"),
+             "唐朝由谁建立？": ("隋朝末年天下大乱，各地起兵反隋。", "是李世民。")}
+    script = {**ARITH, **{q: HISTORY[q] for q in hints if q in HISTORY}}
+    cfg = make_cfg(tmp_path, script, samples_per_question=2, gold_hint=True, batch_size=5)
+    teacher = ScriptedTeacher(script, hints=hints)
+    rows, failures, saved, _ = run(cfg, teacher)
+    by_q = {question_of(r): r for r in rows}
+    assert by_q["十的一半是多少？"]["meta"]["verified"] == "hint"
+    assert by_q["十的一半是多少？"]["meta"]["gold"] == {"hint": "5"}
+    assert "十除以二" in by_q["十的一半是多少？"]["messages"][2]["content"]
+    assert {f["question"]: f["reason"] for f in failures} == {"法国大革命爆发在哪一年？": "mentions_hint",
+                                                              "唐朝由谁建立？": "mismatch"}
+    assert saved["rejected"] == {"hint/mentions_hint": 1, "hint/mismatch": 1}
+    assert saved["verified"] == {"gold": 2, "hint": 1}
+    # pass@k counts the unhinted candidates only.
+    assert saved["gold"]["total"]["pass_at_k"] == 2 and saved["gold"]["total"]["tried"] == 5
+    # One hinted round for the three missed questions, after the candidates' two calls.
+    assert [len(c) for c in teacher.calls] == [10, 10, 3, 3]
+    assert all("正确结果是" in r.messages[-1]["content"] for r in teacher.calls[2])
+    assert not any("正确结果是" in r.messages[-1]["content"] for r in teacher.calls[3])  # the answer never sees the hint
+
+
 @pytest.mark.parametrize("flag, value, message", [
+    ("--gold-hint", None, "error: --gold-hint (synth.gold_hint): needs gold checking: set --samples-per-question above 1 "
+                          "or --check-gold"),
     ("--samples-per-question", "0", "error: --samples-per-question (synth.samples_per_question): must be an integer >= 1, got 0"),
     ("--max-unverified-share", "1.5", "error: --max-unverified-share (synth.max_unverified_share): must be in [0, 1], got 1.5"),
     ("--sample-temperature", "-1", "error: --sample-temperature (synth.sample_temperature): must be >= 0, got -1.0"),
 ])
 def test_bad_values_name_the_flag(capsys, flag, value, message):
-    code = cli.main(["synth", "--no-progress", flag, value])
+    code = cli.main(["synth", "--no-progress", flag, *([value] if value is not None else [])])
     assert (code, capsys.readouterr().err.strip().splitlines()[-1]) == (2, message)

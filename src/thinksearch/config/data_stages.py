@@ -178,6 +178,11 @@ class SynthConfig:
     """With gold checking on: at most this share of num_thinking may be rows of questions without
     gold (unverifiable, meta.verified none); 1 disables the cap. 0.3 is about the shipped thinking
     pool's share of open questions, so the cap bites only when verified rows are missing."""
+    gold_hint: bool = False
+    """Rationalisation, with gold checking on: when no candidate of a question matches gold, ask
+    once more with the correct answer as a hint, and keep that trace only if it reaches gold and
+    never mentions being given it (meta.verified hint). Off by default until measured (README,
+    Gold-checked sampling)."""
     max_consecutive_errors: int = 16
     """Stop the run (resumable) after this many teacher or search errors in a row: the backend is down."""
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
@@ -201,6 +206,8 @@ class SynthConfig:
         check_positive(self, "sample_temperature", allow_zero=True)
         if not 0 <= self.max_unverified_share <= 1:
             raise invalid("max_unverified_share", f"must be in [0, 1], got {self.max_unverified_share!r}")
+        if self.gold_hint and not self.gold_checked:
+            raise invalid("gold_hint", "needs gold checking: set --samples-per-question above 1 or --check-gold")
         if not self.output.strip():
             raise invalid("output", "must be a file path")
         if self.num_thinking == 0 and self.num_search == 0:

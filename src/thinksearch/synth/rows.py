@@ -16,8 +16,9 @@ from thinksearch import format as fmt
 from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
                                      parse_query_reply, reasoning_problem)
 from thinksearch.synth.output import SynthStats
-from thinksearch.synth.prompts import analysis_messages, answer_messages, grounded_messages, query_messages
-from thinksearch.synth.verify import Tried, candidate_seed, candidates, pick
+from thinksearch.synth.prompts import (analysis_messages, answer_messages, grounded_messages, hint_messages,
+                                       query_messages)
+from thinksearch.synth.verify import Tried, candidate_seed, candidates, hint_answer, pick, rationalised
 from thinksearch.teacher import TeacherReply, TeacherRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,19 +122,13 @@ def _meta(cfg: "SynthConfig", teacher: "Teacher", stages: dict[str, int], replie
     }
 
 
-def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig", call: Any) -> list[Outcome]:
-    """Stage 1 (analysis) for every candidate, then stage 2 (answer given the analysis).
-
-    An item checked against gold has k candidates (:func:`.verify.candidates`), asked in the
-    same two batched calls as every other item's, so k costs batch width, not extra rounds;
-    :func:`.verify.pick` then keeps the first candidate that matches gold.
-    """
+def _thinking_candidates(slots: Sequence[tuple[Item, int, int]], prompts: Sequence[list[dict[str, Any]]], stage: int,
+                         teacher: "Teacher", cfg: "SynthConfig", call: Any) -> list[Outcome]:
+    """Candidate ``j`` of ``k`` of each item in ``slots``: the analysis asked with ``prompts``
+    (seeded as ``stage``), then the answer given the analysis (``stage + 1``); one outcome each."""
     gate = (cfg.max_repetition,)
-    ks = [candidates(cfg, it) for it in items]
-    slots = [(i, j) for i, k in enumerate(ks) for j in range(k)]
-    first = call(teacher, [_request(cfg, analysis_messages(items[i].question), cfg.max_tokens_analysis, items[i], 1, j, ks[i])
-                           for i, j in slots])
-    cands = [Outcome(items[i]) for i, _ in slots]
+    first = call(teacher, [_request(cfg, m, cfg.max_tokens_analysis, it, stage, j, k) for (it, j, k), m in zip(slots, prompts)])
+    cands = [Outcome(it) for it, _, _ in slots]
     traces: dict[int, tuple[str, str]] = {}
     for s, reply in enumerate(first):
         got = check_text(reply, "analysis", cfg.min_trace_chars, *gate, use_reasoning=True)
@@ -142,31 +137,50 @@ def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig"
         else:
             traces[s] = got
     todo = sorted(traces)
-    second = call(teacher, [_request(cfg, answer_messages(items[slots[s][0]].question, traces[s][0]), cfg.max_tokens_answer,
-                                     items[slots[s][0]], 2, slots[s][1], ks[slots[s][0]]) for s in todo])
+    second = call(teacher, [_request(cfg, answer_messages(slots[s][0].question, traces[s][0]), cfg.max_tokens_answer,
+                                     slots[s][0], stage + 1, slots[s][1], slots[s][2]) for s in todo])
     stages = {"analysis": cfg.max_tokens_analysis, "answer": cfg.max_tokens_answer}
     for s, reply in zip(todo, second):
-        i, j = slots[s]
+        it, _, k = slots[s]
         got = check_text(reply, "answer", cfg.min_answer_chars, *gate)
         if not isinstance(got, Rejection):
-            got = answer_problem(got[0], items[i].question, cfg.min_answer_chars) or got
+            got = answer_problem(got[0], it.question, cfg.min_answer_chars) or got
         if isinstance(got, Rejection):
             got.stage = "answer"
             cands[s].rejection = got
             continue
         trace, source = traces[s]
-        answer = got[0]
-        it = items[i]
         cands[s].row = {
             "id": it.id, "type": "thinking",
-            "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), answer),
-            "meta": _meta(cfg, teacher, stages, [first[s], reply], ["analysis", "answer"], [], ks[i], trace_source=source),
+            "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), got[0]),
+            "meta": _meta(cfg, teacher, stages, [first[s], reply], ["analysis", "answer"], [], k, trace_source=source),
         }
+    return cands
+
+
+def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig", call: Any) -> list[Outcome]:
+    """Stage 1 (analysis) for every candidate, then stage 2 (answer given the analysis).
+
+    An item checked against gold has k candidates (:func:`.verify.candidates`), asked in the
+    same two batched calls as every other item's, so k costs batch width, not extra rounds;
+    :func:`.verify.pick` then keeps the first candidate that matches gold. With ``gold_hint``,
+    the items no candidate got right are asked once more, together, with the answer as a hint.
+    """
+    slots = [(it, j, k) for it in items for k in (candidates(cfg, it),) for j in range(k)]
+    cands = _thinking_candidates(slots, [analysis_messages(it.question) for it, _, _ in slots], 1, teacher, cfg, call)
     outcomes = []
-    for i, it in enumerate(items):
-        outcome, tried = pick(cfg, it, [c for c, (ci, _) in zip(cands, slots) if ci == i])
-        outcome.tried = tried
-        outcomes.append(outcome)
+    for it in items:
+        mine = [c for c, (ci, _, _) in zip(cands, slots) if ci is it]
+        (row, rejection), tried = pick(cfg, it, mine)
+        outcomes.append(Outcome(it, row, rejection, [r for c in mine for r in c.repairs], tried))
+    if cfg.gold_hint:
+        missed = [n for n, o in enumerate(outcomes) if o.rejection is not None and o.rejection.label == "gold/mismatch"]
+        hinted = [(items[n], 0, 1) for n in missed]
+        prompts = [hint_messages(it.question, hint_answer(it.gold)) for it, _, _ in hinted]
+        # Seeded as stages 3 and 4: a rerun asks the same, and no seed of stages 1-2 is reused.
+        for n, cand in zip(missed, _thinking_candidates(hinted, prompts, 3, teacher, cfg, call)):
+            outcomes[n].row, outcomes[n].rejection = rationalised(items[n], cand)
+            outcomes[n].repairs += cand.repairs
     return outcomes
 
 

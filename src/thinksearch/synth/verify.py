@@ -9,6 +9,8 @@ only rows whose final answer matches it. The check is the eval's own scorer
 - :func:`candidates`: how many candidates a question gets (k for a question with gold, 1 otherwise);
 - :func:`candidate_seed`: each candidate's sampling seed (candidate 0 keeps the seed of a k=1 run);
 - :func:`pick`: the row of the first matching candidate, or the rejection ``gold/mismatch``;
+- :func:`rationalised`: with ``gold_hint``, a question's hinted try kept (``verified: hint``) only
+  when it reaches gold without mentioning the hint (:func:`mentions_hint`);
 - :class:`GoldTally`: pass@1 and pass@k per category, and the categories the teacher never gets right.
 
 A library module of :mod:`thinksearch.synth`.
@@ -17,7 +19,7 @@ A library module of :mod:`thinksearch.synth`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from thinksearch import scoring
 from thinksearch.synth.gates import Rejection
@@ -25,12 +27,28 @@ from thinksearch.synth.gates import Rejection
 if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.config import SynthConfig
     from thinksearch.questions import Question
-    from thinksearch.synth.rows import Item, Outcome
 
 NEVER_MATCHED_MIN_TRIES = 5
 """A category is reported as never matching gold only after this many questions were tried:
 on two or three questions a weak teacher can miss by chance."""
 UNCATEGORISED = "(none)"
+
+
+class Item(Protocol):
+    """A question being synthesised (:class:`.rows.Item`; a protocol so rows imports this module, not the reverse)."""
+
+    type: str
+    gold: "Question | None"
+
+
+class Candidate(Protocol):
+    """One candidate's outcome (:class:`.rows.Outcome`): a gated row or why there is none."""
+
+    row: dict[str, Any] | None
+    rejection: Rejection | None
+
+Verdict = tuple["dict[str, Any] | None", "Rejection | None"]
+"""What a question yields: its row, or why it yields none."""
 
 
 def checkable(cfg: "SynthConfig", item: "Item") -> bool:
@@ -69,8 +87,8 @@ class Tried:
     any: bool
 
 
-def pick(cfg: "SynthConfig", item: "Item", cands: Sequence["Outcome"]) -> tuple["Outcome", Tried | None]:
-    """The outcome of ``item`` from its candidates' outcomes (in candidate order), and what was tried.
+def pick(cfg: "SynthConfig", item: Item, cands: Sequence[Candidate]) -> tuple[Verdict, Tried | None]:
+    """The verdict on ``item`` from its candidates' outcomes (in candidate order), and what was tried.
 
     Unchecked: the single candidate, labelled ``verified: none`` when checking is on. Checked:
     the first candidate whose row matches gold, labelled ``verified: gold``; when candidates
@@ -78,35 +96,78 @@ def pick(cfg: "SynthConfig", item: "Item", cands: Sequence["Outcome"]) -> tuple[
     first candidate's own rejection (as a k=1 run would give). ``Tried`` is None when every
     candidate failed transiently (the teacher was down, not wrong).
     """
-    from thinksearch.synth.rows import Outcome
-
     first = cands[0]
     if not checkable(cfg, item):
         if cfg.gold_checked and first.row is not None:
             first.row["meta"]["verified"] = "none"
-        return first, None
+        return (first.row, first.rejection), None
     gold = item.gold
     assert gold is not None
     right = [c.row is not None and is_right(c.row, gold) for c in cands]
     tried = None
     if not all(c.row is None and c.rejection is not None and c.rejection.transient for c in cands):
         tried = Tried(gold.category or UNCATEGORISED, right[0], any(right))
-    repairs = [r for c in cands for r in c.repairs]
     if any(right):
         j = right.index(True)
         chosen = cands[j]
         assert chosen.row is not None
         chosen.row["meta"]["verified"] = "gold"
         chosen.row["meta"]["gold"] = {"candidate": j, "candidates": len(cands), "right": sum(right)}
-        return Outcome(item, chosen.row, None, repairs), tried
+        return (chosen.row, None), tried
     gated = [c.row for c in cands if c.row is not None]
     if not gated:
-        return Outcome(item, None, first.rejection, repairs), tried
+        return (None, first.rejection), tried
     answers = " / ".join(gold.answers)
     last = gated[0]["messages"][-1]["content"]
-    return Outcome(item, None, Rejection("gold", "mismatch", f"none of {len(gated)} gated candidates of {len(cands)} "
-                                         f"matches gold ({gold.match}: {answers})", scoring.final_answer(last) or last),
-                   repairs), tried
+    return (None, Rejection("gold", "mismatch", f"none of {len(gated)} gated candidates of {len(cands)} "
+                            f"matches gold ({gold.match}: {answers})", scoring.final_answer(last) or last)), tried
+
+
+HINT_WORDS = ("提示", "hint", "已知答案", "已知结果", "正确答案", "正确结果", "标准答案", "参考答案", "给出的答案",
+              "给定的答案", "被告知", "题目告诉我答案")
+"""Words by which a trace shows it was handed the answer; a student never gets that hint."""
+
+
+def hint_answer(gold: "Question | None") -> str:
+    """The hint the rationalisation prompt gives: every accepted answer for ``all``, the first for ``any``.
+
+    >>> from thinksearch.questions import Question
+    >>> hint_answer(Question("唐僧有几个徒弟？", answers=("孙悟空", "猪八戒", "沙僧"), match="all"))
+    '孙悟空、猪八戒、沙僧'
+    """
+    assert gold is not None and gold.answers
+    return "、".join(gold.answers) if gold.match == "all" else gold.answers[0]
+
+
+def mentions_hint(text: str) -> str | None:
+    """The first hint word ``text`` holds, or None.
+
+    >>> mentions_hint("根据提示，答案是1789年。"), mentions_hint("1789年巴黎民众攻占巴士底狱。")
+    ('提示', None)
+    """
+    low = text.casefold()
+    return next((w for w in HINT_WORDS if w in low), None)
+
+
+def rationalised(item: Item, cand: Candidate) -> Verdict:
+    """The verdict on a question after its hinted try: a row labelled ``verified: hint`` when
+    the trace reaches gold and never shows it was given it, else a ``hint…`` rejection."""
+    gold = item.gold
+    assert gold is not None
+    if cand.row is None:
+        if cand.rejection is not None:
+            cand.rejection.stage = f"hint_{cand.rejection.stage}"
+        return None, cand.rejection
+    text = next(m["content"] for m in reversed(cand.row["messages"]) if m["role"] == "assistant")
+    word = mentions_hint(text)
+    if word is not None:
+        return None, Rejection("hint", "mentions_hint", f"the hinted trace says {word!r}", text)
+    if not is_right(cand.row, gold):
+        return None, Rejection("hint", "mismatch", f"the hinted trace does not reach gold ({' / '.join(gold.answers)})",
+                               scoring.final_answer(text) or text)
+    cand.row["meta"]["verified"] = "hint"
+    cand.row["meta"]["gold"] = {"hint": hint_answer(gold)}
+    return cand.row, None
 
 
 @dataclass
