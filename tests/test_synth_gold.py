@@ -19,6 +19,7 @@ from thinksearch.questions import question_id
 from thinksearch.synth.verify import candidate_seed
 from thinksearch.teacher import TeacherReply
 
+ROOT = Path(__file__).resolve().parents[1]
 _QUESTION_RE = re.compile(r"问题：(.*)")
 
 # question → (category, gold, the teacher's answer for candidate 0, 1, 2 …); gold None: an open question.
@@ -217,6 +218,26 @@ def test_gold_hint_keeps_a_rationalised_trace_only_when_it_reaches_gold_unprompt
     assert [len(c) for c in teacher.calls] == [10, 10, 3, 3]
     assert all("正确结果是" in r.messages[-1]["content"] for r in teacher.calls[2])
     assert not any("正确结果是" in r.messages[-1]["content"] for r in teacher.calls[3])  # the answer never sees the hint
+
+
+def test_the_shipped_pool_with_a_teacher_that_states_gold(tmp_path):
+    """The shipped thinking pool's gold, in every format it uses, is matched by a teacher that
+    states it on the second candidate, and only then; open questions stay within the cap."""
+    from thinksearch.questions import read_pool
+
+    pool = ROOT / "data" / "questions" / "thinking.jsonl"
+    script = {}
+    for q in read_pool(pool):
+        said = "、".join(q.answers) if q.match == "all" else (q.answers[0] if q.answers else "")
+        script[q.text] = (q.category, q.answers or None, ["我不太确定。", f"所以答案是{said}。" if said else "我不太确定。"])
+    cfg = SynthConfig(thinking_questions=str(pool), eval_questions=None, output=str(tmp_path / "out.jsonl"),
+                      num_thinking=40, num_search=0, batch_size=8, samples_per_question=2)
+    rows, failures, saved, _ = run(cfg, ScriptedTeacher(script))
+    assert len(rows) == 40 and failures == []
+    assert saved["verified"] == {"gold": 28, "none": 12}
+    total = saved["gold"]["total"]
+    assert total["pass_at_1"] == 0 and total["pass_at_k"] == total["tried"] == 28
+    assert all(r["meta"]["gold"]["candidate"] == 1 for r in rows if r["meta"]["verified"] == "gold")
 
 
 @pytest.mark.parametrize("flag, value, message", [
