@@ -240,6 +240,15 @@ def test_the_shipped_pool_with_a_teacher_that_states_gold(tmp_path):
     assert all(r["meta"]["gold"]["candidate"] == 1 for r in rows if r["meta"]["verified"] == "gold")
 
 
+def test_a_pool_without_gold_is_named(tmp_path):
+    (tmp_path / "t.txt").write_text("\n".join(OPEN) + "\n", encoding="utf-8")
+    cfg = SynthConfig(thinking_questions=str(tmp_path / "t.txt"), eval_questions=None, output=str(tmp_path / "out.jsonl"),
+                      num_thinking=5, num_search=0, samples_per_question=3)
+    rows, _, saved, console = run(cfg, ScriptedTeacher(OPEN))
+    assert "carries no gold (answers / match): every thinking row would be unverified, and the cap (--max-unverified-share) allows 1" in console
+    assert len(rows) == 1 and saved["unverified"] == {"rows_in_file": 1, "cap": 1, "passed_over": 5}
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--gold-hint", None, "error: --gold-hint (synth.gold_hint): needs gold checking: set --samples-per-question above 1 "
                           "or --check-gold"),

@@ -175,6 +175,9 @@ def synthesize(
             q.unverified = sum(1 for r in existing if r.get("type") == "thinking"
                                and (r.get("meta") or {}).get("verified") == "none")
             q.max_unverified = int(cfg.max_unverified_share * q.target + 1e-9)
+            if not any(c["with_gold"] for c in pools["thinking"].gold_counts().values()):
+                _say(console, f"gold checking is on but {pools['thinking'].path} carries no gold (answers / match): "
+                              f"every thinking row would be unverified, and the cap (--max-unverified-share) allows {q.max_unverified}", "yellow")
         total_needed = sum(q.needed for q in queues.values())
         if total_needed == 0:
             _say(console, f"nothing to do: {cfg.output} already holds the requested rows")
