@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_module_doctests():
     # testmod skips what a module only re-exports, so the package's own doctests live in its modules.
-    from thinksearch.synth import gates, output, prompts, rows, run
+    from thinksearch.synth import gates, output, prompts, rows, run, verify
 
-    results = [doctest.testmod(m) for m in (synth, prompts, gates, rows, output, run)]
+    results = [doctest.testmod(m) for m in (synth, prompts, gates, rows, output, run, verify)]
     assert sum(r.attempted for r in results) >= 19 and sum(r.failed for r in results) == 0
 
 

@@ -162,6 +162,27 @@ class SynthConfig:
     rows) or a search needed (search rows), so both row types train the same position on the
     same choice, right after the question. Off by default: the decisions it trained were not
     stable at the quickstart's size (README, Results)."""
+    samples_per_question: int = 1
+    """Gold-checked sampling: candidates the teacher writes per thinking question that carries gold
+    (all in the same batched calls, each with its own seed). A row is kept only when its final
+    answer matches gold by the eval's scorer; the first matching candidate is used, and a question
+    none matches yields no row (rejected as gold/mismatch). 1 with check_gold null: one candidate,
+    no check, as before (README, Gold-checked sampling)."""
+    sample_temperature: float = 0.9
+    """Teacher temperature for the candidates when samples_per_question > 1 (k samples at a low
+    temperature would mostly repeat one another)."""
+    check_gold: bool | None = None
+    """Check thinking rows against the pool's gold (answers / match): true, false, or null: on
+    when samples_per_question > 1. When on, rows are labelled meta.verified gold / none."""
+    max_unverified_share: float = 0.3
+    """With gold checking on: at most this share of num_thinking may be rows of questions without
+    gold (unverifiable, meta.verified none); 1 disables the cap. 0.3 is about the shipped thinking
+    pool's share of open questions, so the cap bites only when verified rows are missing."""
+    gold_hint: bool = False
+    """Rationalisation, with gold checking on: when no candidate of a question matches gold, ask
+    once more with the correct answer as a hint, and keep that trace only if it reaches gold and
+    never mentions being given it (meta.verified hint). Off by default until measured (README,
+    Gold-checked sampling)."""
     max_consecutive_errors: int = 16
     """Stop the run (resumable) after this many teacher or search errors in a row: the backend is down."""
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
@@ -180,7 +201,19 @@ class SynthConfig:
             raise invalid("near_duplicate_threshold", f"must be in (0, 1], got {self.near_duplicate_threshold!r}")
         if not 0 < self.max_repetition <= 1:
             raise invalid("max_repetition", f"must be in (0, 1], got {self.max_repetition!r}")
+        if self.samples_per_question < 1:
+            raise invalid("samples_per_question", f"must be an integer >= 1, got {self.samples_per_question!r}")
+        check_positive(self, "sample_temperature", allow_zero=True)
+        if not 0 <= self.max_unverified_share <= 1:
+            raise invalid("max_unverified_share", f"must be in [0, 1], got {self.max_unverified_share!r}")
+        if self.gold_hint and not self.gold_checked:
+            raise invalid("gold_hint", "needs gold checking: set --samples-per-question above 1 or --check-gold")
         if not self.output.strip():
             raise invalid("output", "must be a file path")
         if self.num_thinking == 0 and self.num_search == 0:
             raise invalid("num_thinking", "num_thinking and num_search are both 0: nothing to synthesize")
+
+    @property
+    def gold_checked(self) -> bool:
+        """Are thinking rows checked against gold (check_gold, or by default k > 1)?"""
+        return self.samples_per_question > 1 if self.check_gold is None else self.check_gold

@@ -36,6 +36,8 @@ The modules, in the order a run uses them:
   line and the template reasoning are written here).
 - :mod:`.prompts`: the teacher's prompts for each stage.
 - :mod:`.gates`: the quality gates on teacher text, and :class:`Rejection`.
+- :mod:`.verify`: gold-checked sampling: the first of k candidates that matches gold, the
+  rationalisation check, pass@1 / pass@k per category.
 - :mod:`.output`: the row and failure logs, the reference export, :class:`SynthStats`.
 
 Run as: ``thinksearch synth --config configs/quickstart.yaml``.

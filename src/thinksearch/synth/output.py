@@ -87,6 +87,12 @@ class SynthStats:
     interrupted: str | None = None
     """The signal that stopped the run early (it finished the rows in flight)."""
     error: str | None = None
+    gold: Any = None
+    """Gold-checked sampling (a :class:`.verify.GoldTally`): pass@1 / pass@k per category; None when off."""
+    verified: Counter = field(default_factory=Counter)
+    """Rows written by this run by ``meta.verified`` (gold, none), when gold checking is on."""
+    unverified: dict[str, Any] = field(default_factory=dict)
+    """Thinking rows without gold: in the file, the cap, questions passed over at the cap."""
 
     @property
     def samples_per_minute(self) -> float:
@@ -108,6 +114,9 @@ class SynthStats:
             "pools": self.pools, "dropped_partial_bytes": self.dropped_partial_bytes,
             "exhausted": self.exhausted, "complete": self.complete,
             "interrupted": self.interrupted, "error": self.error,
+            # Only with gold checking on, so a k=1 run's stats keep their shape.
+            **({"gold": self.gold.to_dict(), "verified": dict(self.verified), "unverified": self.unverified}
+               if self.gold is not None else {}),
         }
 
     def table(self) -> Any:
@@ -125,6 +134,11 @@ class SynthStats:
             t.add_row(f"failed: {label}", str(n))
         for label, n in sorted(self.repairs.items()):
             t.add_row(f"repaired: {label}", str(n))
+        if self.gold is not None:
+            for cat, c in self.gold.to_dict()["by_category"].items():
+                t.add_row(f"gold {cat}: pass@1 / pass@{self.gold.k}", f"{c['pass_at_1']} / {c['pass_at_k']} of {c['tried']}")
+            for label, n in sorted(self.verified.items()):
+                t.add_row(f"verified: {label}", str(n))
         t.add_row("teacher", self.teacher)
         t.add_row("tokens (prompt / completion)", f"{self.prompt_tokens} / {self.completion_tokens}")
         t.add_row("time", f"{self.seconds:.1f} s")

@@ -16,6 +16,14 @@ ANALYSIS_PROMPT = (
     "请针对下面的问题写出你的思考过程：理解题意，列出关键步骤或依据，必要时验证结果。"
     "只写思考过程本身，不要另写最终答案的总结。简洁清楚，一般不超过200字。\n\n问题：{question}"
 )
+# Rationalisation (STaR): the answer is given, the trace must reach it on its own. Told not to
+# mention it, since a trace that says "已知答案是……" teaches the student to cite a hint it never gets.
+HINT_PROMPT = (
+    "请针对下面的问题写出你的思考过程：理解题意，列出关键步骤或依据，必要时验证结果。"
+    "这道题的正确结果是：{answer}。你的思考过程要靠自己的推理一步步得出这个结果，"
+    "不要说结果是已知的或别人给的，也不要提到这句话。"
+    "只写思考过程本身，不要另写最终答案的总结。简洁清楚，一般不超过200字。\n\n问题：{question}"
+)
 ANSWER_PROMPT = (
     "问题：{question}\n\n思考过程：\n{analysis}\n\n"
     "请根据上面的思考过程，直接给出面向用户的最终回答。准确、简洁，一到三句话，不要复述思考过程。"
@@ -46,6 +54,10 @@ def _chat(user: str) -> list[dict[str, Any]]:
 
 def analysis_messages(question: str) -> list[dict[str, Any]]:
     return _chat(ANALYSIS_PROMPT.format(question=question))
+
+
+def hint_messages(question: str, answer: str) -> list[dict[str, Any]]:
+    return _chat(HINT_PROMPT.format(question=question, answer=answer))
 
 
 def answer_messages(question: str, analysis: str) -> list[dict[str, Any]]:

@@ -16,11 +16,14 @@ from thinksearch import format as fmt
 from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
                                      parse_query_reply, reasoning_problem)
 from thinksearch.synth.output import SynthStats
-from thinksearch.synth.prompts import analysis_messages, answer_messages, grounded_messages, query_messages
+from thinksearch.synth.prompts import (analysis_messages, answer_messages, grounded_messages, hint_messages,
+                                       query_messages)
+from thinksearch.synth.verify import Tried, candidate_seed, candidates, hint_answer, pick, rationalised
 from thinksearch.teacher import TeacherReply, TeacherRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.config import SynthConfig
+    from thinksearch.questions import Question
     from thinksearch.search.base import Result, SearchBackend
     from thinksearch.teacher import Teacher
 
@@ -59,6 +62,8 @@ class Item:
     id: str
     type: str
     question: str
+    gold: "Question | None" = None
+    """What the pool file says about the question (category, gold); None: nothing."""
 
 
 @dataclass
@@ -67,15 +72,23 @@ class Outcome:
     row: dict[str, Any] | None = None
     rejection: Rejection | None = None
     repairs: list[str] = field(default_factory=list)
+    tried: Tried | None = None
+    """A gold-checked question: whether its first / any candidate was right (pass@1, pass@k)."""
 
 
 def _seed(cfg: "SynthConfig", item: Item, stage: int) -> int:
     return (cfg.seed * 1_000_003 + int(item.id[2:10], 16) * 7 + stage) % (2**31)
 
 
-def _request(cfg: "SynthConfig", messages: list[dict[str, Any]], max_tokens: int, item: Item, stage: int) -> TeacherRequest:
-    return TeacherRequest(messages, max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                          seed=_seed(cfg, item, stage))
+def _temperature(cfg: "SynthConfig", k: int) -> float:
+    return cfg.sample_temperature if k > 1 else cfg.temperature
+
+
+def _request(cfg: "SynthConfig", messages: list[dict[str, Any]], max_tokens: int, item: Item, stage: int,
+             j: int = 0, k: int = 1) -> TeacherRequest:
+    """Candidate ``j`` of ``k`` of one stage of ``item`` (k > 1: gold-checked sampling)."""
+    return TeacherRequest(messages, max_tokens=max_tokens, temperature=_temperature(cfg, k), top_p=cfg.top_p,
+                          seed=candidate_seed(_seed(cfg, item, stage), j))
 
 
 class _Counter:
@@ -98,10 +111,10 @@ class _Counter:
 
 
 def _meta(cfg: "SynthConfig", teacher: "Teacher", stages: dict[str, int], replies: list[TeacherReply],
-          passed: list[str], repairs: list[str], **extra: Any) -> dict[str, Any]:
+          passed: list[str], repairs: list[str], k: int = 1, **extra: Any) -> dict[str, Any]:
     return {
         "teacher": teacher.name,
-        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_tokens": stages},
+        "sampling": {"temperature": _temperature(cfg, k), "top_p": cfg.top_p, "seed": cfg.seed, "max_tokens": stages},
         "finish_reasons": [r.finish_reason for r in replies],
         "tokens": {"prompt": sum(r.prompt_tokens for r in replies), "completion": sum(r.completion_tokens for r in replies)},
         "gates": {"passed": passed, "repairs": repairs},
@@ -109,38 +122,65 @@ def _meta(cfg: "SynthConfig", teacher: "Teacher", stages: dict[str, int], replie
     }
 
 
-def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig", call: Any) -> list[Outcome]:
-    """Stage 1 (analysis) for every item, then stage 2 (answer given the analysis)."""
+def _thinking_candidates(slots: Sequence[tuple[Item, int, int]], prompts: Sequence[list[dict[str, Any]]], stage: int,
+                         teacher: "Teacher", cfg: "SynthConfig", call: Any) -> list[Outcome]:
+    """Candidate ``j`` of ``k`` of each item in ``slots``: the analysis asked with ``prompts``
+    (seeded as ``stage``), then the answer given the analysis (``stage + 1``); one outcome each."""
     gate = (cfg.max_repetition,)
-    first = call(teacher, [_request(cfg, analysis_messages(it.question), cfg.max_tokens_analysis, it, 1) for it in items])
-    outcomes = [Outcome(it) for it in items]
+    first = call(teacher, [_request(cfg, m, cfg.max_tokens_analysis, it, stage, j, k) for (it, j, k), m in zip(slots, prompts)])
+    cands = [Outcome(it) for it, _, _ in slots]
     traces: dict[int, tuple[str, str]] = {}
-    for i, reply in enumerate(first):
+    for s, reply in enumerate(first):
         got = check_text(reply, "analysis", cfg.min_trace_chars, *gate, use_reasoning=True)
         if isinstance(got, Rejection):
-            outcomes[i].rejection = got
+            cands[s].rejection = got
         else:
-            traces[i] = got
+            traces[s] = got
     todo = sorted(traces)
-    second = call(teacher, [_request(cfg, answer_messages(items[i].question, traces[i][0]), cfg.max_tokens_answer, items[i], 2)
-                            for i in todo])
+    second = call(teacher, [_request(cfg, answer_messages(slots[s][0].question, traces[s][0]), cfg.max_tokens_answer,
+                                     slots[s][0], stage + 1, slots[s][1], slots[s][2]) for s in todo])
     stages = {"analysis": cfg.max_tokens_analysis, "answer": cfg.max_tokens_answer}
-    for i, reply in zip(todo, second):
+    for s, reply in zip(todo, second):
+        it, _, k = slots[s]
         got = check_text(reply, "answer", cfg.min_answer_chars, *gate)
         if not isinstance(got, Rejection):
-            got = answer_problem(got[0], items[i].question, cfg.min_answer_chars) or got
+            got = answer_problem(got[0], it.question, cfg.min_answer_chars) or got
         if isinstance(got, Rejection):
             got.stage = "answer"
-            outcomes[i].rejection = got
+            cands[s].rejection = got
             continue
-        trace, source = traces[i]
-        answer = got[0]
-        it = items[i]
-        outcomes[i].row = {
+        trace, source = traces[s]
+        cands[s].row = {
             "id": it.id, "type": "thinking",
-            "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), answer),
-            "meta": _meta(cfg, teacher, stages, [first[i], reply], ["analysis", "answer"], [], trace_source=source),
+            "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), got[0]),
+            "meta": _meta(cfg, teacher, stages, [first[s], reply], ["analysis", "answer"], [], k, trace_source=source),
         }
+    return cands
+
+
+def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig", call: Any) -> list[Outcome]:
+    """Stage 1 (analysis) for every candidate, then stage 2 (answer given the analysis).
+
+    An item checked against gold has k candidates (:func:`.verify.candidates`), asked in the
+    same two batched calls as every other item's, so k costs batch width, not extra rounds;
+    :func:`.verify.pick` then keeps the first candidate that matches gold. With ``gold_hint``,
+    the items no candidate got right are asked once more, together, with the answer as a hint.
+    """
+    slots = [(it, j, k) for it in items for k in (candidates(cfg, it),) for j in range(k)]
+    cands = _thinking_candidates(slots, [analysis_messages(it.question) for it, _, _ in slots], 1, teacher, cfg, call)
+    outcomes = []
+    for it in items:
+        mine = [c for c, (ci, _, _) in zip(cands, slots) if ci is it]
+        (row, rejection), tried = pick(cfg, it, mine)
+        outcomes.append(Outcome(it, row, rejection, [r for c in mine for r in c.repairs], tried))
+    if cfg.gold_hint:
+        missed = [n for n, o in enumerate(outcomes) if o.rejection is not None and o.rejection.label == "gold/mismatch"]
+        hinted = [(items[n], 0, 1) for n in missed]
+        prompts = [hint_messages(it.question, hint_answer(it.gold)) for it, _, _ in hinted]
+        # Seeded as stages 3 and 4: a rerun asks the same, and no seed of stages 1-2 is reused.
+        for n, cand in zip(missed, _thinking_candidates(hinted, prompts, 3, teacher, cfg, call)):
+            outcomes[n].row, outcomes[n].rejection = rationalised(items[n], cand)
+            outcomes[n].repairs += cand.repairs
     return outcomes
 
 

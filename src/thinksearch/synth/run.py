@@ -23,6 +23,7 @@ from thinksearch.errors import ThinksearchError
 from thinksearch.files import shipped, shipped_hint, write_json_atomic
 from thinksearch.synth.output import JsonlLog, SynthStats, export_reference, read_rows, sibling
 from thinksearch.synth.rows import Item, _Counter, search_batch, thinking_batch
+from thinksearch.synth.verify import GoldTally
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -35,13 +36,21 @@ KINDS = ("thinking", "search")
 
 
 class _Queue:
-    """Walks one type's shuffled pool, handing out questions until the target is reached."""
+    """Walks one type's shuffled pool, handing out questions until the target is reached.
 
-    def __init__(self, kind: str, questions: list[str], target: int, done: set[str], skip: set[str]):
+    With ``max_unverified`` set (gold checking on), questions without gold are handed out only
+    while the rows of such questions stay under it; past it they are passed over, not rejected.
+    """
+
+    def __init__(self, kind: str, questions: list[str], target: int, done: set[str], skip: set[str],
+                 pool: qs.Pool | None = None, max_unverified: int | None = None, unverified: int = 0):
         self.kind, self.questions, self.target = kind, questions, target
         self.done, self.skip = done, skip
         self.kept = sum(1 for q in questions if qs.question_id(kind, q) in done)
         self.pos = 0
+        self.pool, self.max_unverified, self.unverified = pool, max_unverified, unverified
+        self.passed_over = 0
+        """Questions without gold not asked because the unverified cap was reached."""
 
     @property
     def needed(self) -> int:
@@ -55,7 +64,13 @@ class _Queue:
             qid = qs.question_id(self.kind, q)
             if qid in self.done or qid in self.skip:
                 continue
-            items.append(Item(qid, self.kind, q))
+            entry = self.pool.entry(q) if self.pool is not None else None
+            if self.max_unverified is not None and not (entry and entry.checkable):
+                # Counted with the ones already in this batch: their rows are not written yet.
+                if self.unverified + sum(not (i.gold and i.gold.checkable) for i in items) >= self.max_unverified:
+                    self.passed_over += 1
+                    continue
+            items.append(Item(qid, self.kind, q, entry))
         return items
 
     @property
@@ -151,8 +166,18 @@ def synthesize(
         done = {str(r.get("id")) for r in existing}
         last_failure = {str(f.get("id")): f for f in failures}
         skip = set() if cfg.retry_rejected else {i for i, f in last_failure.items() if not f.get("transient")}
-        queues = {k: _Queue(k, qs.shuffled(p.questions, f"{cfg.seed}:{k}"), stats.target[k], done, skip)
+        queues = {k: _Queue(k, qs.shuffled(p.questions, f"{cfg.seed}:{k}"), stats.target[k], done, skip, p)
                   for k, p in pools.items()}
+        if cfg.gold_checked and "thinking" in queues:
+            stats.gold = GoldTally(cfg.samples_per_question)
+            q = queues["thinking"]
+            # A row resumed from an earlier run counts against the cap by its label.
+            q.unverified = sum(1 for r in existing if r.get("type") == "thinking"
+                               and (r.get("meta") or {}).get("verified") == "none")
+            q.max_unverified = int(cfg.max_unverified_share * q.target + 1e-9)
+            if not any(c["with_gold"] for c in pools["thinking"].gold_counts().values()):
+                _say(console, f"gold checking is on but {pools['thinking'].path} carries no gold (answers / match): "
+                              f"every thinking row would be unverified, and the cap (--max-unverified-share) allows {q.max_unverified}", "yellow")
         total_needed = sum(q.needed for q in queues.values())
         if total_needed == 0:
             _say(console, f"nothing to do: {cfg.output} already holds the requested rows")
@@ -189,6 +214,9 @@ def synthesize(
             stats.rows_in_file[k] = q.kept
             if q.exhausted:
                 stats.exhausted.append(k)
+        if stats.gold is not None and "thinking" in queues:
+            q = queues["thinking"]
+            stats.unverified = {"rows_in_file": q.unverified, "cap": q.max_unverified, "passed_over": q.passed_over}
         stats.seconds = time.monotonic() - started
         _save_stats(stats, console)
     if cfg.export_reference:
@@ -240,11 +268,17 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
             for o in outcomes:
                 for rep in o.repairs:
                     stats.repairs[rep] += 1
+                if o.tried is not None and stats.gold is not None:
+                    stats.gold.add(o.tried)
                 if o.row is not None:
                     out.append(o.row)
                     queues[o.item.type].done.add(o.item.id)
                     queues[o.item.type].kept += 1
                     stats.kept[o.item.type] += 1
+                    verified = o.row["meta"].get("verified")
+                    if verified is not None:
+                        stats.verified[verified] += 1
+                        queues[o.item.type].unverified += verified == "none"
                     errors_in_a_row = 0
                     bar.advance(task)
                     continue
@@ -264,6 +298,12 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
             rejected = sum(stats.rejected.values()) + sum(stats.failed.values())
             bar.update(task, rate=sum(stats.kept.values()) / minutes if minutes > 0 else 0.0,
                        note=f"{rejected} rejected" if rejected else "")
+    if stats.gold is not None:
+        for category in stats.gold.never_matched():
+            c = stats.gold.by_category[category]
+            _say(console, f"thinking category {category}: the teacher matched gold on none of {c['tried']} questions "
+                          f"({stats.gold.k} candidates each), so it has no verified rows; its unverified rows stay "
+                          "capped by --max-unverified-share (a stronger teacher or --gold-hint may help)", "yellow")
     if stop.signal is not None:
         _say(console, f"stopped by {stop.signal} after finishing the rows in flight; "
                       "rerun the same command to resume")

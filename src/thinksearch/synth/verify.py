@@ -1,0 +1,199 @@
+"""Gold-checked sampling: pick, among a thinking question's candidates, one whose answer is right.
+
+A weak teacher is right on few thinking questions, so its rows cannot be trusted for content;
+a question that carries gold (``answers`` / ``match``, the eval set's format) lets the run keep
+only rows whose final answer matches it. The check is the eval's own scorer
+(:func:`thinksearch.scoring.final_answer` on the row's assistant text, then
+:func:`thinksearch.scoring.matches_gold`), so a kept row would be scored right by the eval too.
+
+- :func:`candidates`: how many candidates a question gets (k for a question with gold, 1 otherwise);
+- :func:`candidate_seed`: each candidate's sampling seed (candidate 0 keeps the seed of a k=1 run);
+- :func:`pick`: the row of the first matching candidate, or the rejection ``gold/mismatch``;
+- :func:`rationalised`: with ``gold_hint``, a question's hinted try kept (``verified: hint``) only
+  when it reaches gold without mentioning the hint (:func:`mentions_hint`);
+- :class:`GoldTally`: pass@1 and pass@k per category, and the categories the teacher never gets right.
+
+A library module of :mod:`thinksearch.synth`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+from thinksearch import scoring
+from thinksearch.synth.gates import Rejection
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thinksearch.config import SynthConfig
+    from thinksearch.questions import Question
+
+NEVER_MATCHED_MIN_TRIES = 5
+"""A category is reported as never matching gold only after this many questions were tried:
+on two or three questions a weak teacher can miss by chance."""
+UNCATEGORISED = "(none)"
+
+
+class Item(Protocol):
+    """A question being synthesised (:class:`.rows.Item`; a protocol so rows imports this module, not the reverse)."""
+
+    type: str
+    gold: "Question | None"
+
+
+class Candidate(Protocol):
+    """One candidate's outcome (:class:`.rows.Outcome`): a gated row or why there is none."""
+
+    row: dict[str, Any] | None
+    rejection: Rejection | None
+
+Verdict = tuple["dict[str, Any] | None", "Rejection | None"]
+"""What a question yields: its row, or why it yields none."""
+
+
+def checkable(cfg: "SynthConfig", item: "Item") -> bool:
+    """Is this item's row checked against gold (checking on, a thinking question with gold)?"""
+    return cfg.gold_checked and item.type == "thinking" and item.gold is not None and item.gold.checkable
+
+
+def candidates(cfg: "SynthConfig", item: "Item") -> int:
+    """How many candidates the teacher writes for ``item``: k when it is checked, else 1 (an
+    unverifiable row gains nothing from more samples: there is nothing to choose by)."""
+    return cfg.samples_per_question if checkable(cfg, item) else 1
+
+
+def candidate_seed(seed: int, j: int) -> int:
+    """Candidate ``j``'s seed from the question's stage seed; candidate 0 keeps it, so k=1 rows
+    and the first candidate of a k>1 run are sampled alike.
+
+    >>> candidate_seed(12345, 0), candidate_seed(12345, 1) != candidate_seed(12345, 2)
+    (12345, True)
+    """
+    return seed if j == 0 else (seed + j * 1_000_033) % (2**31)
+
+
+def is_right(row: dict[str, Any], gold: "Question") -> bool:
+    """Does the row's final answer match gold, as the eval would score it?"""
+    text = next(m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant")
+    return scoring.matches_gold(scoring.final_answer(text), gold.answers, gold.match)
+
+
+@dataclass
+class Tried:
+    """One checked question: its category and whether its first / any candidate was right."""
+
+    category: str
+    first: bool
+    any: bool
+
+
+def pick(cfg: "SynthConfig", item: Item, cands: Sequence[Candidate]) -> tuple[Verdict, Tried | None]:
+    """The verdict on ``item`` from its candidates' outcomes (in candidate order), and what was tried.
+
+    Unchecked: the single candidate, labelled ``verified: none`` when checking is on. Checked:
+    the first candidate whose row matches gold, labelled ``verified: gold``; when candidates
+    passed the gates but none matches, the rejection ``gold/mismatch``; when none passed, the
+    first candidate's own rejection (as a k=1 run would give). ``Tried`` is None when every
+    candidate failed transiently (the teacher was down, not wrong).
+    """
+    first = cands[0]
+    if not checkable(cfg, item):
+        if cfg.gold_checked and first.row is not None:
+            first.row["meta"]["verified"] = "none"
+        return (first.row, first.rejection), None
+    gold = item.gold
+    assert gold is not None
+    right = [c.row is not None and is_right(c.row, gold) for c in cands]
+    tried = None
+    if not all(c.row is None and c.rejection is not None and c.rejection.transient for c in cands):
+        tried = Tried(gold.category or UNCATEGORISED, right[0], any(right))
+    if any(right):
+        j = right.index(True)
+        chosen = cands[j]
+        assert chosen.row is not None
+        chosen.row["meta"]["verified"] = "gold"
+        chosen.row["meta"]["gold"] = {"candidate": j, "candidates": len(cands), "right": sum(right)}
+        return (chosen.row, None), tried
+    gated = [c.row for c in cands if c.row is not None]
+    if not gated:
+        return (None, first.rejection), tried
+    answers = " / ".join(gold.answers)
+    last = gated[0]["messages"][-1]["content"]
+    return (None, Rejection("gold", "mismatch", f"none of {len(gated)} gated candidates of {len(cands)} "
+                            f"matches gold ({gold.match}: {answers})", scoring.final_answer(last) or last)), tried
+
+
+HINT_WORDS = ("提示", "hint", "已知答案", "已知结果", "正确答案", "正确结果", "标准答案", "参考答案", "给出的答案",
+              "给定的答案", "被告知", "题目告诉我答案")
+"""Words by which a trace shows it was handed the answer; a student never gets that hint."""
+
+
+def hint_answer(gold: "Question | None") -> str:
+    """The hint the rationalisation prompt gives: every accepted answer for ``all``, the first for ``any``.
+
+    >>> from thinksearch.questions import Question
+    >>> hint_answer(Question("唐僧有几个徒弟？", answers=("孙悟空", "猪八戒", "沙僧"), match="all"))
+    '孙悟空、猪八戒、沙僧'
+    """
+    assert gold is not None and gold.answers
+    return "、".join(gold.answers) if gold.match == "all" else gold.answers[0]
+
+
+def mentions_hint(text: str) -> str | None:
+    """The first hint word ``text`` holds, or None.
+
+    >>> mentions_hint("根据提示，答案是1789年。"), mentions_hint("1789年巴黎民众攻占巴士底狱。")
+    ('提示', None)
+    """
+    low = text.casefold()
+    return next((w for w in HINT_WORDS if w in low), None)
+
+
+def rationalised(item: Item, cand: Candidate) -> Verdict:
+    """The verdict on a question after its hinted try: a row labelled ``verified: hint`` when
+    the trace reaches gold and never shows it was given it, else a ``hint…`` rejection."""
+    gold = item.gold
+    assert gold is not None
+    if cand.row is None:
+        if cand.rejection is not None:
+            cand.rejection.stage = f"hint_{cand.rejection.stage}"
+        return None, cand.rejection
+    text = next(m["content"] for m in reversed(cand.row["messages"]) if m["role"] == "assistant")
+    word = mentions_hint(text)
+    if word is not None:
+        return None, Rejection("hint", "mentions_hint", f"the hinted trace says {word!r}", text)
+    if not is_right(cand.row, gold):
+        return None, Rejection("hint", "mismatch", f"the hinted trace does not reach gold ({' / '.join(gold.answers)})",
+                               scoring.final_answer(text) or text)
+    cand.row["meta"]["verified"] = "hint"
+    cand.row["meta"]["gold"] = {"hint": hint_answer(gold)}
+    return cand.row, None
+
+
+@dataclass
+class GoldTally:
+    """pass@1 (first candidate right) and pass@k (any candidate right) per category, for this run."""
+
+    k: int
+    by_category: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, t: Tried) -> None:
+        c = self.by_category.setdefault(t.category, {"tried": 0, "pass_at_1": 0, "pass_at_k": 0})
+        c["tried"] += 1
+        c["pass_at_1"] += t.first
+        c["pass_at_k"] += t.any
+
+    def never_matched(self, min_tries: int = NEVER_MATCHED_MIN_TRIES) -> list[str]:
+        """Categories tried on at least ``min_tries`` questions with no candidate ever right."""
+        return sorted(k for k, c in self.by_category.items() if c["tried"] >= min_tries and c["pass_at_k"] == 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        def rates(c: dict[str, int]) -> dict[str, Any]:
+            n = c["tried"]
+            return {**c, "pass_at_1_rate": round(c["pass_at_1"] / n, 4) if n else None,
+                    "pass_at_k_rate": round(c["pass_at_k"] / n, 4) if n else None}
+
+        total = {key: sum(c[key] for c in self.by_category.values()) for key in ("tried", "pass_at_1", "pass_at_k")}
+        return {"k": self.k, "by_category": {k: rates(c) for k, c in sorted(self.by_category.items())},
+                "total": rates(total), "never_matched": self.never_matched(),
+                "never_matched_min_tries": NEVER_MATCHED_MIN_TRIES}
