@@ -49,7 +49,9 @@ class TeacherRequest:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int | None = None
-    """Sampling seed where the backend honours one (vLLM, local, llamacpp); None: unseeded."""
+    """Sampling seed where the backend honours one (vLLM, local, llamacpp); None: unseeded.
+    llamacpp repeats a seeded sample exactly only in the same slot batches: its batched decoding
+    is not batch-invariant, so other requests in flight can change a late token."""
 
 
 @dataclass
