@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="local: the transformers dtype")
     ap.add_argument("--questions", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8, help="local: prompts per batch")
-    ap.add_argument("--parallel", type=int, default=4, help="llamacpp: slots")
+    ap.add_argument("--parallel", type=int, default=8, help="llamacpp: slots (8: as many sequences in flight as a batch of 8)")
     ap.add_argument("--threads", type=int, default=None, help="llamacpp: CPU threads (default: all cores)")
     ap.add_argument("--repeats", type=int, default=2, help="alternate the two backends this many times, keep the best of each")
     ap.add_argument("--analysis-tokens", type=int, default=64)

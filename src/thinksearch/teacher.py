@@ -1,6 +1,6 @@
 """Teachers: the models that write synthesis data, behind one batch protocol.
 
-Three backends implement :class:`Teacher`:
+These backends implement :class:`Teacher`:
 
 - ``openai``: any OpenAI-compatible chat server (vLLM, SGLang, llama.cpp's server, Ollama,
   hosted APIs) through ``AsyncOpenAI``; requests run concurrently up to a bound, each with a
@@ -400,7 +400,7 @@ BACKENDS: dict[str, type] = {"openai": OpenAITeacher, "local": LocalTeacher, "vl
 
 def pick_backend(cfg: "TeacherConfig") -> str:
     """The backend that ``cfg`` gets: ``auto`` is llamacpp for a GGUF teacher when xllamacpp is
-    installed (it decodes the same GGUF several times faster on a CPU), else local."""
+    installed, else local (which loads any model transformers can)."""
     if cfg.backend != "auto":
         return cfg.backend
     from thinksearch import teacher_llamacpp

@@ -7,7 +7,7 @@ here through the teacher's own chat template (as the ``local`` teacher does) and
 the completions API, so the server never templates them a second time; the requests, their
 concurrency (one per slot) and the retries are :class:`~thinksearch.teacher.OpenAITeacher`'s.
 
-Run as: ``thinksearch synth --teacher-backend llamacpp --teacher-model qwen2.5-coder-0.5b-instruct --teacher-parallel 4``.
+Run as: ``thinksearch synth --teacher-backend llamacpp --teacher-model qwen2.5-coder-0.5b-instruct --teacher-parallel 8``.
 """
 
 from __future__ import annotations

@@ -88,8 +88,8 @@ class TeacherConfig:
     """vllm: share of GPU memory the engine may take."""
     max_model_len: int | None = None
     """vllm: context length to reserve (null: the model's own); llamacpp: context tokens of each slot, prompt + reply (null: 4096)."""
-    parallel: int = 4
-    """llamacpp: slots, i.e. requests decoded together (each slot holds its own context of max_model_len tokens)."""
+    parallel: int = 8
+    """llamacpp: slots, i.e. requests decoded together (each slot holds its own context of max_model_len tokens); 8 measured faster than 4 on 2 CPU cores."""
     threads: int | None = None
     """llamacpp: CPU threads (null: all cores)."""
 
