@@ -65,7 +65,8 @@ def _tokenizer(ref: str, gguf: Path) -> "PreTrainedTokenizerBase":
 class LlamaCppTeacher(OpenAITeacher):
     """A GGUF teacher on llama.cpp's in-process server, ``cfg.parallel`` requests at a time."""
 
-    def __init__(self, cfg: "TeacherConfig", tokenizer: "PreTrainedTokenizerBase | None" = None):
+    def __init__(self, cfg: "TeacherConfig", tokenizer: "PreTrainedTokenizerBase | None" = None,
+                 cache_prompt: bool = True):
         from thinksearch.engines.llamacpp import start_server
 
         # Cheap checks first, so a bad setup fails before a model is loaded.
@@ -81,8 +82,10 @@ class LlamaCppTeacher(OpenAITeacher):
                                    "give --teacher-model the GGUF of a chat (instruct) model")
         self.tokenizer = tokenizer
         self.gguf = gguf
+        # cache_prompt reuses a slot's KV cache for a shared prompt prefix (the stages' fixed
+        # instructions); benchmarks turn it off, or a repeated request would skip its prefill.
         self._server: Any = start_server(gguf, cfg.threads, cfg.max_model_len or 4096, cfg.parallel,
-                                         who="the llamacpp teacher")
+                                         cache_prompt=cache_prompt, who="the llamacpp teacher")
         super().__init__(dataclasses.replace(cfg, base_url=self._server.listening_address + "/v1", api_key_env=None))
         self.name = f"llamacpp:{cfg.model}"
         self.concurrency = cfg.parallel  # one request per slot: more would only queue inside the server

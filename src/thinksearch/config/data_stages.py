@@ -89,7 +89,7 @@ class TeacherConfig:
     max_model_len: int | None = None
     """vllm: context length to reserve (null: the model's own); llamacpp: context tokens of each slot, prompt + reply (null: 4096)."""
     parallel: int = 8
-    """llamacpp: slots, i.e. requests decoded together (each slot holds its own context of max_model_len tokens); 8 measured faster than 4 on 2 CPU cores."""
+    """llamacpp: slots, i.e. requests decoded together (each slot holds its own context of max_model_len tokens); more slots, more throughput, until the CPU is saturated."""
     threads: int | None = None
     """llamacpp: CPU threads (null: all cores)."""
 
