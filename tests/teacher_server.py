@@ -1,6 +1,7 @@
 """A scripted OpenAI-compatible teacher server on 127.0.0.1, for tests and the quick benchmark.
 
-``POST /v1/chat/completions`` answers with plausible teacher replies chosen from the prompt
+``POST /v1/chat/completions`` (and ``/v1/completions``, for a prompt rendered by the client)
+answers with plausible teacher replies chosen from the prompt
 (which synthesis stage it is, and marker words in the question), so the whole pipeline runs
 over real HTTP in milliseconds. Fault injection: a seeded share of requests fails on its
 first attempt with a 500, a 429, a timeout (the reply comes too late), a 200 with garbage or a
@@ -94,6 +95,8 @@ class Server:
     seen: Counter = field(default_factory=Counter)
     injected: Counter = field(default_factory=Counter)
     requests: int = 0
+    completion_bodies: list = field(default_factory=list)
+    """Every ``/v1/completions`` request body, in arrival order."""
     port: int = 0
     _server: Any = None
     _thread: threading.Thread | None = None
@@ -120,6 +123,21 @@ class Server:
                 return Response(status_code=499)
             finally:
                 self.in_flight -= 1
+
+        @app.post("/v1/completions")
+        async def completions(request: Request) -> Any:
+            """A server given a rendered prompt (llama.cpp's, as the llamacpp teacher uses it)."""
+            body = await request.json()
+            self.completion_bodies.append(body)
+            prompt = body.get("prompt") or ""
+            text, finish = reply_for(prompt)
+            return {
+                "id": "cmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:12], "object": "text_completion",
+                "created": int(time.time()), "model": self.model,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+                "usage": {"prompt_tokens": len(prompt) // 2, "completion_tokens": len(text) // 2,
+                          "total_tokens": len(prompt) // 2 + len(text) // 2},
+            }
 
         async def answer(request: Request) -> Any:
             if unauthorized(request):

@@ -1,6 +1,6 @@
 """Teachers: the models that write synthesis data, behind one batch protocol.
 
-Three backends implement :class:`Teacher`:
+These backends implement :class:`Teacher`:
 
 - ``openai``: any OpenAI-compatible chat server (vLLM, SGLang, llama.cpp's server, Ollama,
   hosted APIs) through ``AsyncOpenAI``; requests run concurrently up to a bound, each with a
@@ -11,6 +11,9 @@ Three backends implement :class:`Teacher`:
 - ``local``: transformers in this process, prompts rendered through the teacher's own chat
   template and generated in left-padded batches (:mod:`thinksearch.generation`).
 - ``vllm``: vLLM's offline engine (GPU, optional extra ``vllm``).
+- ``llamacpp``: a GGUF teacher on llama.cpp in this process with parallel slots
+  (:mod:`thinksearch.teacher_llamacpp`, optional extra ``llamacpp``); ``auto`` picks it for a
+  GGUF teacher when xllamacpp is installed, else ``local``.
 
 Reasoning teachers (DeepSeek-R1 style) write ``reasoning</think>answer``, usually without the
 opening ``<think>``; :func:`split_reasoning` separates the two, and a server that returns the
@@ -46,7 +49,9 @@ class TeacherRequest:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int | None = None
-    """Sampling seed where the backend honours one (vLLM, local); None: unseeded."""
+    """Sampling seed where the backend honours one (vLLM, local, llamacpp); None: unseeded.
+    llamacpp repeats a seeded sample exactly only in the same slot batches: its batched decoding
+    is not batch-invariant, so other requests in flight can change a late token."""
 
 
 @dataclass
@@ -148,6 +153,8 @@ class OpenAITeacher:
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-teacher", daemon=True)
         self._thread.start()
         self._client: Any = None
+        self.concurrency = cfg.concurrency
+        self.timeout_s = cfg.timeout_s
 
     @property
     def url(self) -> str:
@@ -159,7 +166,7 @@ class OpenAITeacher:
 
             # Retries are ours (counted, jittered, recorded), not the client's.
             self._client = AsyncOpenAI(base_url=self.url, api_key=self._key or "none",
-                                       timeout=self.cfg.timeout_s, max_retries=0)
+                                       timeout=self.timeout_s, max_retries=0)
         return self._client
 
     def _down(self, why: str) -> EndpointDown:
@@ -172,9 +179,9 @@ class OpenAITeacher:
 
         async def probe() -> None:
             try:
-                await self._get_client().models.list(timeout=min(self.cfg.timeout_s, 15.0))
+                await self._get_client().models.list(timeout=min(self.timeout_s, 15.0))
             except openai.APITimeoutError:
-                raise self._down(f"no answer within {min(self.cfg.timeout_s, 15.0):g} s") from None
+                raise self._down(f"no answer within {min(self.timeout_s, 15.0):g} s") from None
             except openai.APIConnectionError as e:
                 raise self._down(_first_line(e)) from None
             except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
@@ -195,7 +202,7 @@ class OpenAITeacher:
         return self._run(self.agenerate(requests))
 
     async def agenerate(self, requests: Sequence[TeacherRequest]) -> list[TeacherReply]:
-        gate = asyncio.Semaphore(self.cfg.concurrency)
+        gate = asyncio.Semaphore(self.concurrency)
 
         async def one(req: TeacherRequest) -> TeacherReply:
             async with gate:
@@ -218,19 +225,15 @@ class OpenAITeacher:
         import openai
 
         client = self._get_client()
-        kwargs: dict[str, Any] = dict(model=self.cfg.model, messages=req.messages, max_tokens=req.max_tokens,
-                                      temperature=req.temperature, top_p=req.top_p)
-        if req.seed is not None:
-            kwargs["seed"] = req.seed
         errors: list[str] = []
         only_connection = True
         for attempt in range(self.cfg.max_retries + 1):
             retry_after: float | None = None
             try:
-                resp = await client.chat.completions.create(**kwargs)
+                resp = await self._create(client, req)
                 return self._parse(resp, attempt + 1)
             except openai.APITimeoutError:
-                errors.append(f"timeout after {self.cfg.timeout_s:g} s")
+                errors.append(f"timeout after {self.timeout_s:g} s")
                 only_connection = False
             except openai.APIConnectionError as e:
                 errors.append(f"connection error: {_first_line(e)}")
@@ -264,11 +267,19 @@ class OpenAITeacher:
                             error=f"failed after {len(errors)} attempts: {'; '.join(dict.fromkeys(errors))}",
                             meta={"attempts": len(errors)})
 
-    def _parse(self, resp: Any, attempts: int) -> TeacherReply:
-        choices = getattr(resp, "choices", None)
-        if not choices:
-            raise _Malformed(f"no choices in {type(resp).__name__}")
-        choice = choices[0]
+    def _sampling(self, req: TeacherRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(model=self.cfg.model, max_tokens=req.max_tokens,
+                                      temperature=req.temperature, top_p=req.top_p)
+        if req.seed is not None:
+            kwargs["seed"] = req.seed
+        return kwargs
+
+    async def _create(self, client: Any, req: TeacherRequest) -> Any:
+        """One API call for ``req``: the chat API (a subclass may send a rendered prompt instead)."""
+        return await client.chat.completions.create(messages=req.messages, **self._sampling(req))
+
+    def _content(self, choice: Any) -> tuple[str | None, str | None]:
+        """(text, reasoning) of one choice of a chat completion."""
         msg = choice.message
         content = msg.content
         if content is not None and not isinstance(content, str):
@@ -277,6 +288,14 @@ class OpenAITeacher:
         reasoning = extra.get("reasoning_content") or extra.get("reasoning") or None
         if reasoning is not None and not isinstance(reasoning, str):
             reasoning = None
+        return content, reasoning
+
+    def _parse(self, resp: Any, attempts: int) -> TeacherReply:
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise _Malformed(f"no choices in {type(resp).__name__}")
+        choice = choices[0]
+        content, reasoning = self._content(choice)
         usage = getattr(resp, "usage", None)
         return _reply(content or "", choice.finish_reason or "stop",
                       getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
@@ -379,6 +398,21 @@ class VLLMTeacher:
 BACKENDS: dict[str, type] = {"openai": OpenAITeacher, "local": LocalTeacher, "vllm": VLLMTeacher}
 
 
+def pick_backend(cfg: "TeacherConfig") -> str:
+    """The backend that ``cfg`` gets: ``auto`` is llamacpp for a GGUF teacher when xllamacpp is
+    installed, else local (which loads any model transformers can)."""
+    if cfg.backend != "auto":
+        return cfg.backend
+    from thinksearch import teacher_llamacpp
+
+    return "llamacpp" if teacher_llamacpp.available() and teacher_llamacpp.teacher_gguf(cfg.model) else "local"
+
+
 def make_teacher(cfg: "TeacherConfig") -> Teacher:
     """Build the configured teacher (loading a model or checking a key as needed)."""
-    return BACKENDS[cfg.backend](cfg)
+    backend = pick_backend(cfg)
+    if backend == "llamacpp":  # its own module: it builds on OpenAITeacher, defined here
+        from thinksearch.teacher_llamacpp import LlamaCppTeacher
+
+        return LlamaCppTeacher(cfg)
+    return BACKENDS[backend](cfg)

@@ -60,10 +60,10 @@ class SearchConfig:
 class TeacherConfig:
     """The model that writes synthesis data, and how to reach it."""
 
-    backend: Literal["local", "openai", "vllm"] = "local"
-    """local: transformers in this process (CPU or GPU); openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs); vllm: vLLM's offline engine (GPU, extra 'vllm')."""
+    backend: Literal["local", "openai", "vllm", "llamacpp", "auto"] = "local"
+    """local: transformers in this process (CPU or GPU); openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs); vllm: vLLM's offline engine (GPU, extra 'vllm'); llamacpp: a GGUF teacher on llama.cpp in this process (extra 'llamacpp'); auto: llamacpp when xllamacpp is installed and the model is a GGUF (.gguf file or offline alias), else local."""
     model: str = "qwen2.5-coder-0.5b-instruct"
-    """local / vllm: a model reference (offline alias, HF directory, .gguf, hub id); openai: the model name the server serves."""
+    """local / vllm / llamacpp: a model reference (offline alias, HF directory, .gguf, hub id; llamacpp: a .gguf or an offline alias); openai: the model name the server serves."""
     base_url: str = "http://127.0.0.1:8000/v1"
     """openai: the server's OpenAI-compatible base URL (ends in /v1)."""
     api_key_env: str | None = None
@@ -71,7 +71,7 @@ class TeacherConfig:
     concurrency: int = 8
     """openai: requests in flight at once (a batching server answers them together)."""
     timeout_s: float = 120.0
-    """openai: seconds before one request is abandoned (and retried)."""
+    """openai: seconds before one request is abandoned (and retried); llamacpp waits as long as decoding takes (its server is in this process)."""
     max_retries: int = 4
     """openai: retries of a request after a 429, 5xx, timeout, connection error or malformed reply."""
     backoff_s: float = 1.0
@@ -87,12 +87,16 @@ class TeacherConfig:
     gpu_memory_utilization: float = 0.85
     """vllm: share of GPU memory the engine may take."""
     max_model_len: int | None = None
-    """vllm: context length to reserve (null: the model's own)."""
+    """vllm: context length to reserve (null: the model's own); llamacpp: context tokens of each slot, prompt + reply (null: 4096)."""
+    parallel: int = 8
+    """llamacpp: slots, i.e. requests decoded together (each slot holds its own context of max_model_len tokens); more slots, more throughput, until the CPU is saturated."""
+    threads: int | None = None
+    """llamacpp: CPU threads (null: all cores)."""
 
     def __post_init__(self) -> None:
         check_positive(self, "concurrency", "timeout_s", "batch_size", "backoff_max_s", "gpu_memory_utilization")
         check_positive(self, "max_retries", "backoff_s", allow_zero=True)
-        check_positive(self, "max_model_len")
+        check_positive(self, "max_model_len", "parallel", "threads")
         if not self.model.strip():
             raise invalid("model", "must not be empty")
         if self.backend == "openai" and not self.base_url.startswith(("http://", "https://")):

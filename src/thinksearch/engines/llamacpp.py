@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from thinksearch.config import AgentConfig
 from thinksearch.engines.openai import OpenAIEngine, prompt_tokenizer
@@ -27,6 +27,39 @@ def tuned_gguf_problem(cfg: AgentConfig) -> str | None:
     return is_current(cfg.gguf or "", cfg.adapter or split_adapter(cfg.model)[1])
 
 
+LLAMACPP_MISSING = "pip install 'thinksearch[llamacpp]'"
+
+
+def start_server(gguf: Path, threads: int | None = None, context_length: int = 4096, parallel: int = 1,
+                 cache_prompt: bool = True, who: str = "the llamacpp engine") -> Any:
+    """Start llama.cpp's OpenAI-compatible server in this process on 127.0.0.1 (a free port).
+
+    ``parallel`` slots decode concurrent requests together, each with ``context_length``
+    tokens; ``listening_address`` of the returned ``xllamacpp.Server`` is its base URL.
+    Shared by the engine (agent, eval, serve) and the llamacpp teacher.
+    """
+    try:
+        import xllamacpp
+    except ImportError:
+        raise ThinksearchError(f"{who} needs xllamacpp: {LLAMACPP_MISSING}") from None
+    p = xllamacpp.CommonParams()
+    p.model.path = str(gguf)
+    p.n_ctx = context_length * parallel  # llama.cpp splits the context between its slots
+    p.n_parallel = parallel
+    p.cpuparams.n_threads = threads or os.cpu_count() or 1
+    p.cpuparams_batch.n_threads = threads or os.cpu_count() or 1
+    p.hostnames = ["127.0.0.1"]
+    p.port = 0
+    p.verbosity = 0
+    # Reusing the KV cache of a shared prefix makes each round of the agent loop cheap
+    # (the next prompt extends the last); benchmarks turn it off to time real prefills.
+    p.cache_prompt = cache_prompt
+    try:
+        return xllamacpp.Server(p)
+    except RuntimeError as e:
+        raise ThinksearchError(f"llama.cpp could not load {gguf}: {e} (is it a complete GGUF of a model llama.cpp supports?)") from None
+
+
 class LlamaCppEngine(OpenAIEngine):
     """llama.cpp in this process (the prebuilt ``xllamacpp`` wheel), spoken to over its own
     OpenAI-compatible server on 127.0.0.1 with the completions API.
@@ -36,26 +69,7 @@ class LlamaCppEngine(OpenAIEngine):
 
     def __init__(self, gguf: Path, tokenizer: "PreTrainedTokenizerBase", threads: int | None = None,
                  context_length: int = 4096, parallel: int = 1, cache_prompt: bool = True):
-        try:
-            import xllamacpp
-        except ImportError:
-            raise ThinksearchError("the llamacpp engine needs xllamacpp: pip install 'thinksearch[llamacpp]'") from None
-        p = xllamacpp.CommonParams()
-        p.model.path = str(gguf)
-        p.n_ctx = context_length * parallel  # llama.cpp splits the context between its slots
-        p.n_parallel = parallel
-        p.cpuparams.n_threads = threads or os.cpu_count() or 1
-        p.cpuparams_batch.n_threads = threads or os.cpu_count() or 1
-        p.hostnames = ["127.0.0.1"]
-        p.port = 0
-        p.verbosity = 0
-        # Reusing the KV cache of a shared prefix makes each round of the agent loop cheap
-        # (the next prompt extends the last); benchmarks turn it off to time real prefills.
-        p.cache_prompt = cache_prompt
-        try:
-            self._server = xllamacpp.Server(p)
-        except RuntimeError as e:
-            raise ThinksearchError(f"llama.cpp could not load {gguf}: {e} (is it a complete GGUF of a model llama.cpp supports?)") from None
+        self._server = start_server(gguf, threads, context_length, parallel, cache_prompt)
         super().__init__(self._server.listening_address + "/v1", tokenizer, api="completions",
                          context_length=context_length, concurrency=parallel)
         self.name = f"llamacpp ({gguf.name})"
