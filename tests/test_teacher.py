@@ -12,7 +12,8 @@ from teacher_server import Server
 from thinksearch import teacher as teacher_mod
 from thinksearch.config import TeacherConfig
 from thinksearch.errors import ThinksearchError
-from thinksearch.teacher import LocalTeacher, OpenAITeacher, TeacherRequest, make_teacher, split_reasoning
+from thinksearch.teacher import LocalTeacher, OpenAITeacher, TeacherRequest, split_reasoning
+from thinksearch.teacher_choice import make_teacher
 
 
 def test_module_doctests():

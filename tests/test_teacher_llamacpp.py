@@ -15,7 +15,8 @@ from thinksearch import format as fmt
 from thinksearch import teacher_llamacpp
 from thinksearch.config import TeacherConfig
 from thinksearch.errors import ThinksearchError
-from thinksearch.teacher import TeacherRequest, make_teacher, pick_backend
+from thinksearch.teacher import TeacherRequest
+from thinksearch.teacher_choice import make_teacher, pick_backend
 from thinksearch.teacher_llamacpp import LlamaCppTeacher
 
 ALIAS = "qwen2.5-coder-0.5b-instruct"

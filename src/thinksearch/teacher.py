@@ -15,6 +15,8 @@ These backends implement :class:`Teacher`:
   (:mod:`thinksearch.teacher_llamacpp`, optional extra ``llamacpp``); ``auto`` picks it for a
   GGUF teacher when xllamacpp is installed, else ``local``.
 
+:func:`thinksearch.teacher_choice.make_teacher` builds the one a config asks for.
+
 Reasoning teachers (DeepSeek-R1 style) write ``reasoning</think>answer``, usually without the
 opening ``<think>``; :func:`split_reasoning` separates the two, and a server that returns the
 reasoning separately (``reasoning_content``) is read the same way.
@@ -393,26 +395,3 @@ class VLLMTeacher:
             c = out.outputs[0]
             replies.append(_reply(c.text, c.finish_reason or "stop", len(out.prompt_token_ids or []), len(c.token_ids)))
         return replies
-
-
-BACKENDS: dict[str, type] = {"openai": OpenAITeacher, "local": LocalTeacher, "vllm": VLLMTeacher}
-
-
-def pick_backend(cfg: "TeacherConfig") -> str:
-    """The backend that ``cfg`` gets: ``auto`` is llamacpp for a GGUF teacher when xllamacpp is
-    installed, else local (which loads any model transformers can)."""
-    if cfg.backend != "auto":
-        return cfg.backend
-    from thinksearch import teacher_llamacpp
-
-    return "llamacpp" if teacher_llamacpp.available() and teacher_llamacpp.teacher_gguf(cfg.model) else "local"
-
-
-def make_teacher(cfg: "TeacherConfig") -> Teacher:
-    """Build the configured teacher (loading a model or checking a key as needed)."""
-    backend = pick_backend(cfg)
-    if backend == "llamacpp":  # its own module: it builds on OpenAITeacher, defined here
-        from thinksearch.teacher_llamacpp import LlamaCppTeacher
-
-        return LlamaCppTeacher(cfg)
-    return BACKENDS[backend](cfg)

@@ -183,7 +183,7 @@ def synthesize(
             _say(console, f"nothing to do: {cfg.output} already holds the requested rows")
         else:
             if teacher is None:
-                from thinksearch.teacher import make_teacher
+                from thinksearch.teacher_choice import make_teacher
 
                 _say(console, f"teacher: {cfg.teacher.backend} {cfg.teacher.model}")
                 teacher = make_teacher(cfg.teacher)
