@@ -54,3 +54,16 @@ def test_agreement_compares_decisions_and_shows_at_most_five(bench):
     assert len(shown) == 5 and shown[0]["id"] == "q2"
     assert shown[0]["llamacpp"]["search"] and not shown[0]["transformers"]["search"] and shown[0]["transformers"]["thinking"]
     assert a["decision_rates"]["transformers"]["thinking"]["k"] == 6
+
+
+def test_without_an_adapter_the_base_is_exported_at_the_qtype(bench, tiny, tiny_model_dir, tmp_path):
+    """Not the base's own GGUF: the offline alias's is Q4_K_M, and the figure is about q8_0/f16."""
+    import gguf
+    from test_gguf_export import reference_gguf
+
+    model, tok = tiny
+    like = reference_gguf(model, tok, tmp_path / "base.gguf")
+    path, made = bench.gguf_for(str(tiny_model_dir), None, like, "f16", tmp_path)
+    assert path != like and made.startswith("f16 export of the base")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert types["blk.0.attn_q.weight"] == "F16"
