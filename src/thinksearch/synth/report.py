@@ -135,14 +135,15 @@ def report_markdown(rows: Sequence[dict[str, Any]], stats: Mapping[str, Any], fa
         cats = Counter((str(r.get("type")), category(r, categories)) for r in rows)
         lines += _table(["type", "category", "rows"], [(t, c, n) for (t, c), n in sorted(cats.items())])
 
-        lines += ["## Verification", "",
-                  "`meta.verified`: gold (final answer matches gold), hint (reached gold after a hint), "
-                  "none (no gold to check), not checked (gold checking was off).", ""]
-        table = []
-        for t in sorted(by_type):
-            got = Counter(verified(r) for r in rows if r.get("type") == t)
-            table.append([t] + [f"{got[k]} ({_pct(got[k], by_type[t])})" for k in VERIFIED_LABELS])
-        lines += _table(["type", *VERIFIED_LABELS], table)
+        thinking = [r for r in rows if r.get("type") == "thinking"]
+        if thinking:
+            # Only thinking rows are checked against gold; a search row's answer comes from its results.
+            got = Counter(verified(r) for r in thinking)
+            lines += ["## Verification of thinking rows", "",
+                      "`meta.verified`: gold (final answer matches gold), hint (reached gold after a hint), "
+                      "none (no gold to check), not checked (gold checking was off). Search rows are not gold-checked.", ""]
+            lines += _table(["rows", *VERIFIED_LABELS],
+                            [[len(thinking)] + [f"{got[k]} ({_pct(got[k], len(thinking))})" for k in VERIFIED_LABELS]])
 
     gold = stats.get("gold") or {}
     if gold.get("by_category"):
@@ -224,11 +225,12 @@ def write_data_report(data_path: str | Path, categories: Categories | None = Non
 def pool_categories(paths: Mapping[str, str | Path | None]) -> Categories:
     """A :data:`Categories` lookup from pool files (``{type: path}``); unreadable pools give none."""
     from thinksearch import questions as qs
+    from thinksearch.files import shipped
 
     known: dict[tuple[str, str], str] = {}
     for kind, path in paths.items():
         try:
-            entries = qs.read_pool(path) if path else []
+            entries = qs.read_pool(shipped(path)) if path else []
         except Exception:  # noqa: BLE001 - a missing pool only loses the category column
             entries = []
         for e in entries:
