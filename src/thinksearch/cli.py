@@ -80,12 +80,27 @@ def _synth(args: argparse.Namespace) -> int:
     from thinksearch.synth import synthesize
 
     cfg = build(SynthConfig, args.config, "synth", overrides_from_args(args, SynthConfig))
+    if args.report_only:
+        return _synth_report(cfg)
     stats = synthesize(cfg, progress=not args.no_progress)
     from rich.console import Console
 
     Console().print(stats.table())
     if stats.exhausted:
         print(f"warning: the {' and '.join(stats.exhausted)} pool ran out before the requested count", file=sys.stderr)
+    return 0
+
+
+def _synth_report(cfg: SynthConfig) -> int:
+    from pathlib import Path
+
+    from thinksearch.synth.report import pool_categories, write_data_report
+
+    if not Path(cfg.output).is_file():  # most likely a wrong --output / config: say so, not "no rows"
+        raise ThinksearchError(f"data file not found: {cfg.output} (pass the synth run's --output or --config)")
+    path = write_data_report(cfg.output, pool_categories({"thinking": cfg.thinking_questions,
+                                                          "search": cfg.search_questions}))
+    print(f"wrote {path}")
     return 0
 
 
@@ -271,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Rerunning the same command resumes where it stopped.")
     p.add_argument("--config", metavar="YAML", help="YAML file with a 'synth:' section; flags override it")
     p.add_argument("--no-progress", action="store_true", help="plain progress lines every 30 s instead of a bar (for logs)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild <output>.report.md from the rows already written (no teacher is started)")
     add_flags(p, SynthConfig)
     p.set_defaults(func=_synth)
 

@@ -357,7 +357,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def artifact_paths(summary: Mapping[str, Any]) -> list[str]:
     root = Path(summary["run_dir"])
-    candidates = [root / "data.jsonl", root / "data.stats.json", root / "data.failures.jsonl",
+    candidates = [root / "data.jsonl", root / "data.report.md", root / "data.stats.json", root / "data.failures.jsonl",
                   root / "index.sqlite", root / "adapter", root / "adapter" / "loss.png", root / "model.gguf",
                   root / "eval" / "report.md", root / "eval" / "report.json", root / "eval" / "report.png",
                   root / SUMMARY_MD]

@@ -39,6 +39,7 @@ The modules, in the order a run uses them:
 - :mod:`.verify`: gold-checked sampling: the first of k candidates that matches gold, the
   rationalisation check, pass@1 / pass@k per category.
 - :mod:`.output`: the row and failure logs, the reference export, :class:`SynthStats`.
+- :mod:`.report`: ``data.report.md``, what the whole data file holds (written at the end of a run).
 
 Run as: ``thinksearch synth --config configs/quickstart.yaml``.
 """

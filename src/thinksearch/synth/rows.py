@@ -110,6 +110,13 @@ class _Counter:
         return replies
 
 
+def _category(item: Item) -> dict[str, str]:
+    """``{"category": …}`` when the pool names one: the data report counts rows by it, and a row
+    outlives the pool file it came from (which may be edited or gone by then)."""
+    category = item.gold.category if item.gold is not None else None
+    return {"category": category} if category else {}
+
+
 def _meta(cfg: "SynthConfig", teacher: "Teacher", stages: dict[str, int], replies: list[TeacherReply],
           passed: list[str], repairs: list[str], k: int = 1, **extra: Any) -> dict[str, Any]:
     return {
@@ -153,7 +160,8 @@ def _thinking_candidates(slots: Sequence[tuple[Item, int, int]], prompts: Sequen
         cands[s].row = {
             "id": it.id, "type": "thinking",
             "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), got[0]),
-            "meta": _meta(cfg, teacher, stages, [first[s], reply], ["analysis", "answer"], [], k, trace_source=source),
+            "meta": _meta(cfg, teacher, stages, [first[s], reply], ["analysis", "answer"], [], k, trace_source=source,
+                          **_category(it)),
         }
     return cands
 
@@ -247,6 +255,6 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             "messages": fmt.search_messages(it.question, decided("search", reasoning, cfg), query, text, answer),
             "meta": _meta(cfg, teacher, stages, [first[i], reply], ["query", "search", "grounded"],
                           outcomes[i].repairs, search_backend=getattr(backend, "name", type(backend).__name__),
-                          search_query=query, results=[r.to_dict() for r in results[:shown]]),
+                          search_query=query, results=[r.to_dict() for r in results[:shown]], **_category(it)),
         }
     return outcomes

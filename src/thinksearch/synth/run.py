@@ -219,6 +219,7 @@ def synthesize(
             stats.unverified = {"rows_in_file": q.unverified, "cap": q.max_unverified, "passed_over": q.passed_over}
         stats.seconds = time.monotonic() - started
         _save_stats(stats, console)
+        _save_report(cfg, pools, console)
     if cfg.export_reference:
         n = export_reference(read_rows(cfg.output), cfg.export_reference)
         _say(console, f"exported {n} rows in the reference layout to {cfg.export_reference}")
@@ -231,6 +232,18 @@ def _save_stats(stats: SynthStats, console: "Console") -> None:
         write_json_atomic(path, stats.to_dict())
     except OSError as e:  # never hide the run's own outcome behind a stats write error
         _say(console, f"could not write {path}: {e}", "yellow")
+
+
+def _save_report(cfg: "SynthConfig", pools: dict[str, qs.Pool], console: "Console") -> None:
+    from thinksearch.synth.report import write_data_report
+
+    def category(kind: str, question: str) -> str | None:
+        return pools[kind].entry(question).category if kind in pools else None
+
+    try:  # after the stats, which it reads; like them, never allowed to hide the run's own outcome
+        write_data_report(cfg.output, category)
+    except Exception as e:  # noqa: BLE001
+        _say(console, f"could not write the data report: {e}", "yellow")
 
 
 def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None", queues: dict[str, _Queue],
