@@ -74,13 +74,19 @@ def training_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _correct(rec: Mapping[str, Any]) -> bool | None:
+    """Whether the final answer matched gold, as report.json scores it (None: no gold, or not scored)."""
+    answer = rec.get("answer")
+    return answer.get("correct") if isinstance(answer, Mapping) else None
+
+
 def _problems(rec: Mapping[str, Any]) -> list[str]:
     flags = rec.get("flags") or {}
     should = flags.get("should_search", rec.get("type") == "search")
     did = flags.get("did_search")
     if did is None:
         did = fmt.parse(rec.get("output") or "").attempted_call
-    correct = rec.get("correct", flags.get("correct"))
+    correct = _correct(rec)
     out = []
     if did and not should:
         out.append("false_search")
@@ -110,7 +116,7 @@ def eval_records(eval_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
             q = questions.setdefault(key, {"id": key, "type": rec.get("type", ""), "question": rec.get("question", ""),
                                            "category": rec.get("category") or "", "by": {}})
             q["by"][name] = {"output": rec.get("output", ""), "finish": rec.get("finish_reason"),
-                             "tokens": rec.get("completion_tokens"), "correct": rec.get("correct"),
+                             "tokens": rec.get("completion_tokens"), "correct": _correct(rec),
                              "problems": _problems(rec)}
     return list(per_model), list(questions.values())
 
