@@ -220,3 +220,10 @@ def test_a_numeric_gold_counts_only_in_the_conclusion():
     assert not sc.matches_gold(worked, ["2"])
     assert sc.matches_gold(worked + "答：箱子重2千克。", ["2"])
     assert sc.matches_gold(worked, ["2"], anywhere=True)  # passages are searched whole
+
+
+def test_a_worked_answer_cut_off_at_a_list_number_does_not_match_that_number():
+    # The base model's reply in a quickstart run: cut off at step 6, gold 6; it had said 7.
+    cut = "2. **确定最小球数**：\n   9 - 2 = 7\n\n5. **分析摸球结果**：如果摸出7个球，我们有：\n   - 7个黑球\n\n6."
+    assert not sc.matches_gold(cut, ["6"])
+    assert sc.matches_gold(cut.replace("\n\n6.", "\n\n所以至少摸出6个。"), ["6"])

@@ -247,9 +247,15 @@ def conclusion(final: str, sentences: int = 2) -> str:
     wrong result as right; measured on the base model's replies, that happened on 1 of 6
     arithmetic questions.
 
+    The numbers that open list items ("6. **检查**") are dropped first: a worked answer cut off
+    at its 6th step ended in "6." and scored as right for gold 6 (base model, quickstart run).
+
     >>> conclusion("先算25÷2=12.5。再减。所以箱子重12.5千克。")
     '再减。所以箱子重12.5千克。'
+    >>> conclusion("5. 分析：摸出7个球。\\n\\n6.")
+    '分析：摸出7个球。'
     """
+    final = _LIST_MARKER.sub("", final)
     parts = [p for p in re.split(r"(?<=[。！？!?\n])", final.strip()) if p.strip()]
     return "".join(parts[-sentences:]).strip()
 
