@@ -170,10 +170,10 @@ def _train(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress
 def _export(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str | tuple[str, str]:
     """model.gguf: the tuned model merged and exported once (the cache), for llama.cpp in eval and ask."""
     from thinksearch import gguf_cache
-    from thinksearch.evaluate.engine_choice import has_xllamacpp
+    from thinksearch.engines.llamacpp import installed
     from thinksearch.files import read_json
 
-    if not has_xllamacpp():
+    if not installed():
         why = "xllamacpp is not installed, so nothing would run a GGUF; eval and ask use transformers"
         say(f"export skipped: {why}")
         return "skipped", why

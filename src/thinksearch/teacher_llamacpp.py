@@ -33,12 +33,10 @@ NO_TIMEOUT_S = 24 * 3600.0
 
 
 def available() -> bool:
-    """Whether xllamacpp can be imported here."""
-    try:
-        import xllamacpp  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether xllamacpp is installed (the engines' one check)."""
+    from thinksearch.engines.llamacpp import installed
+
+    return installed()
 
 
 def teacher_gguf(ref: str) -> Path | None:

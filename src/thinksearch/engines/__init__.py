@@ -9,12 +9,11 @@ Run as: ``python -c "from thinksearch.config import AgentConfig; from thinksearc
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any, Callable
 
 from thinksearch.config import AgentConfig
 from thinksearch.engines.base import STOP, Engine, Message
-from thinksearch.engines.llamacpp import LlamaCppEngine, tuned_gguf_problem
+from thinksearch.engines.llamacpp import LlamaCppEngine, installed, tuned_gguf_problem
 from thinksearch.engines.openai import OpenAIEngine
 from thinksearch.engines.transformers import TransformersEngine
 from thinksearch.errors import ThinksearchError
@@ -36,7 +35,7 @@ def pick_engine(cfg: AgentConfig, note: Callable[[str], None] | None = None) -> 
         if note:
             note(f"not using --gguf: {why}; answering through transformers (thinksearch run's export stage writes a current one)")
         return "transformers"
-    if cfg.adapter is None and importlib.util.find_spec("xllamacpp") is not None:
+    if cfg.adapter is None and installed():
         try:
             from thinksearch import models
 

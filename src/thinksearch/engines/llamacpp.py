@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,14 +16,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 
+def installed() -> bool:
+    """Whether xllamacpp is installed (found, not imported: importing it loads llama.cpp)."""
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
 def tuned_gguf_problem(cfg: AgentConfig) -> str | None:
     """Why llama.cpp cannot run ``cfg.gguf`` in place of the model + adapter; None when it can."""
-    import importlib.util
-
     from thinksearch.gguf_cache import is_current
     from thinksearch.refs import split_adapter
 
-    if importlib.util.find_spec("xllamacpp") is None:
+    if not installed():
         return "xllamacpp is not installed (pip install 'thinksearch[llamacpp]')"
     return is_current(cfg.gguf or "", cfg.adapter or split_adapter(cfg.model)[1])
 

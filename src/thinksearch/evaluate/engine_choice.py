@@ -12,7 +12,6 @@ Used by :func:`thinksearch.evaluate.run.evaluate`.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
@@ -35,10 +34,6 @@ class EngineChoice:
     fingerprint: str | None = None
     """The GGUF's identity in the saved outputs' settings (the cache key of an export)."""
     why_not_llamacpp: str | None = None
-
-
-def has_xllamacpp() -> bool:
-    return importlib.util.find_spec("xllamacpp") is not None
 
 
 def _gguf_plan(resolved: "ResolvedModel", cfg: "EvalConfig") -> tuple[Path | None, "Plan | None", str]:
@@ -67,7 +62,9 @@ def choose(name: str, resolved: "ResolvedModel", cfg: "EvalConfig", log: Callabl
     if not cfg.agent or cfg.engine == "transformers":
         return EngineChoice("transformers")
     try:
-        if not has_xllamacpp():
+        from thinksearch.engines.llamacpp import installed
+
+        if not installed():
             raise ThinksearchError("xllamacpp is not installed (pip install 'thinksearch[llamacpp]')")
         gguf, export, fingerprint = _gguf_plan(resolved, cfg)
     except ThinksearchError as e:
