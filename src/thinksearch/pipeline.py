@@ -241,8 +241,8 @@ def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[s
             "seconds": metrics.get("train_seconds"),
             "adapter": str(paths.adapter),
         }
-    out["engines"] = _engines(paths, out["stages"])
-    report = read_json(paths.eval_dir / "report.json")
+    report = read_json(paths.eval_dir / "report.json")  # every output of every model: read it once
+    out["engines"] = _engines(paths, out["stages"], report)
     if report:
         out["eval"] = {m["name"]: _model_figures(m["metrics"]) for m in report.get("models", [])}
         out["eval_report"] = str(paths.eval_dir / "report.md")
@@ -250,7 +250,7 @@ def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[s
     return out
 
 
-def _engines(paths: RunPaths, stages: Mapping[str, Any]) -> dict[str, str]:
+def _engines(paths: RunPaths, stages: Mapping[str, Any], report: Mapping[str, Any] | None) -> dict[str, str]:
     """Which engine ran each stage, read from the run's config, the export's fingerprint and the report."""
     out: dict[str, str] = {}
     run_cfg = read_json(paths.root / "run_config.json") or {}
@@ -265,7 +265,6 @@ def _engines(paths: RunPaths, stages: Mapping[str, Any]) -> dict[str, str]:
         meta = read_json(fingerprint_path(paths.gguf))
         out["export"] = (f"gguf ({meta.get('qtype')}) → {paths.gguf.name}" if isinstance(meta, dict) and paths.gguf.is_file()
                          else f"skipped: {stages['export'].get('note') or 'no model.gguf'}")
-    report = read_json(paths.eval_dir / "report.json")
     if report:
         out["eval"] = ", ".join(f"{m['name']} {m.get('engine', 'transformers')}" for m in report.get("models", []))
     return out
