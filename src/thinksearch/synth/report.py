@@ -19,7 +19,6 @@ rows too). It gives:
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -27,14 +26,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from thinksearch import scoring
-from thinksearch.files import read_log, write_text_atomic
+from thinksearch.files import read_json, read_log, write_text_atomic
 from thinksearch.synth.output import reference_messages, sibling
+from thinksearch.synth.rows import TEMPLATE_REPAIR
+from thinksearch.synth.verify import UNCATEGORISED, final
 
 SAMPLES = 10
 SAMPLE_SEED = 0
-UNCATEGORISED = "(none)"
-TEMPLATE_REPAIR = "reasoning: template"
-"""How a row records that its reasoning is the code template: this repair in ``meta.gates.repairs``."""
 VERIFIED_LABELS = ("gold", "hint", "none", "not checked")
 
 Categories = Callable[[str, str], "str | None"]
@@ -50,21 +48,12 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 
 def _stats(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    data = read_json(path)
     return data if isinstance(data, dict) else {}
 
 
 def question(row: Mapping[str, Any]) -> str:
     return next((str(m.get("content") or "") for m in row.get("messages", []) if m.get("role") == "user"), "")
-
-
-def final(row: Mapping[str, Any]) -> str | None:
-    """The final answer of the row's last assistant turn, as the eval reads it."""
-    last = next((m for m in reversed(row.get("messages", [])) if m.get("role") == "assistant"), None)
-    return scoring.final_answer(str(last.get("content") or "")) if last else None
 
 
 def is_template(row: Mapping[str, Any]) -> bool:

@@ -28,6 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.teacher import Teacher
 
 
+TEMPLATE_REPAIR = "reasoning: template"
+"""How a row records that its reasoning is :func:`template_reasoning`: this repair in ``meta.gates.repairs``."""
+
+
 def template_reasoning(query: str) -> str:
     """The thinking of a search row whose teacher gave no usable reason (``search_reason_fallback``).
 
@@ -217,7 +221,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
                 outcomes[i].rejection = problem
                 continue
             reasoning = template_reasoning(query)
-            outcomes[i].repairs.append(f"reasoning: template ({problem.reason})")
+            outcomes[i].repairs.append(f"{TEMPLATE_REPAIR} ({problem.reason})")
         try:
             stats.searches += 1
             results = list(backend.search(query, cfg.search.k))

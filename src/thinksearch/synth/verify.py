@@ -19,7 +19,7 @@ A library module of :mod:`thinksearch.synth`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from thinksearch import scoring
 from thinksearch.synth.gates import Rejection
@@ -72,10 +72,15 @@ def candidate_seed(seed: int, j: int) -> int:
     return seed if j == 0 else (seed + j * 1_000_033) % (2**31)
 
 
+def final(row: Mapping[str, Any]) -> str | None:
+    """The final answer of the row's last assistant turn, as the eval reads it."""
+    last = next((m for m in reversed(row.get("messages", [])) if m.get("role") == "assistant"), None)
+    return scoring.final_answer(str(last.get("content") or "")) if last else None
+
+
 def is_right(row: dict[str, Any], gold: "Question") -> bool:
     """Does the row's final answer match gold, as the eval would score it?"""
-    text = next(m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant")
-    return scoring.matches_gold(scoring.final_answer(text), gold.answers, gold.match)
+    return scoring.matches_gold(final(row), gold.answers, gold.match)
 
 
 @dataclass
