@@ -80,7 +80,7 @@ def plan(cfg: RunConfig) -> tuple[RunConfig, RunPaths]:
         search = dataclasses.replace(search, cache=str(paths.search_cache))
     synth = dataclasses.replace(cfg.synth, output=str(paths.data), failures=str(paths.failures), search=search)
     train = dataclasses.replace(cfg.train, data=[str(paths.data)], output_dir=str(paths.adapter))
-    models = [f"base={train.model}", f"tuned={train.model}+{paths.adapter}"]
+    models = [f"base={train.model}"] * cfg.compare_base + [f"tuned={train.model}+{paths.adapter}"]
     # The eval's agent loop searches the run's own index (with the run's result cache), so
     # tuned answers are scored against the same corpus the training rows were grounded in.
     agent = True if cfg.eval.agent is None else cfg.eval.agent

@@ -298,6 +298,8 @@ class RunConfig:
     stages: list[Literal["index", "synth", "train", "export", "eval"]] = dataclasses.field(
         default_factory=lambda: ["index", "synth", "train", "export", "eval"])
     """Stages to run (in pipeline order whatever the order given); complete stages are skipped anyway."""
+    compare_base: bool = True
+    """Evaluate the base model beside the tuned one; off: the tuned model only (seeds of one recipe share one base evaluation: scripts/seeds.py)."""
     corpus: list[str] = dataclasses.field(default_factory=lambda: ["data/corpus/snapshot.jsonl"])
     """Files or folders the local search index is built from (search backend 'local'; empty: use synth.search.index as it is)."""
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
