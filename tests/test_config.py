@@ -105,3 +105,11 @@ def test_module_doctests():
     for module in (flags, fmt):  # flag_name's example lives in config.flags
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_a_float_written_without_a_dot_is_a_number():
+    # YAML 1.1 reads `1e-4` as a string; `--set train.learning_rate=1e-4` must still set 0.0001.
+    merged = cfg.merge({"learning_rate": 3e-4}, cfg.parse_set(["learning_rate=1e-4"]))
+    assert cfg.from_dict(cfg.TrainConfig, merged).learning_rate == 1e-4
+    with pytest.raises(ConfigError, match=r"--learning-rate \(learning_rate\): must be a number, got 'fast'"):
+        cfg.from_dict(cfg.TrainConfig, {"learning_rate": "fast"})

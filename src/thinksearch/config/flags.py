@@ -153,6 +153,12 @@ def _coerce(tp: Any, value: Any, key: str, section: str) -> Any:
             raise bad
         return value
     if base is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-4 (no dot) as a string: a learning rate written the usual way must still work.
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
