@@ -31,12 +31,13 @@ def thinking_row(n: int, verified: str | None = None, category: str | None = "ar
             "messages": fmt.thinking_messages(f"问题{n}：一加一？", "一加一等于二。", answer)}
 
 
-def search_row(n: int, answer: str, template: bool = False, category: str = "finance") -> dict:
+def search_row(n: int, answer: str, template: bool = False, category: str = "finance", by_code: bool = False) -> dict:
     query = f"金价 {n}"
     reasoning = template_reasoning(query) if template else "金价每天都在变，要查今天的。"
     repairs = ["reasoning: template (no_search_reason)"] if template else []
     return {"id": f"s-{n:03d}", "type": "search",
-            "meta": {"category": category, "search_query": query, "gates": {"passed": [], "repairs": repairs}},
+            "meta": {"category": category, "search_query": query, "gates": {"passed": [], "repairs": repairs},
+                     "answer": "abstained" if by_code else "teacher"},
             "messages": fmt.search_messages(f"今天金价{n}？", reasoning, query, "[1] 金价\n今天金价每克700元。", answer)}
 
 
@@ -52,7 +53,7 @@ def section(md: str, title: str) -> str:
 ROWS = ([thinking_row(i, "gold") for i in range(6)] + [thinking_row(6, "hint"), thinking_row(7, "none", "advice")]
         + [search_row(10, "今天金价每克700元[1]。"), search_row(11, "搜索结果中没有提到今天的金价。", template=True),
            search_row(12, "今天金价每克700元[1]。", template=True),
-           search_row(13, "未找到相关信息。", category="weather")])
+           search_row(13, "未找到相关信息。", category="weather", by_code=True)])
 
 
 def test_counts_shares_template_and_abstentions(tmp_path):
@@ -80,9 +81,10 @@ def test_counts_shares_template_and_abstentions(tmp_path):
     assert "| gold/mismatch | thinking | no | 5 | 3 |" in rej
     assert "| search/search_error | search | yes | 1 | 2 |" in rej and "| query/no_query |  | no | 0 | 1 |" in rej
     search = section(md, "Search rows")
-    assert "| finance | 3 | 1 (33.3%) | 2 (66.7%) |" in search
-    assert "| weather | 1 | 1 (100.0%) | 0 (0.0%) |" in search
-    assert "| **all** | 4 | 2 (50.0%) | 2 (50.0%) |" in search
+    # abstaining (any), of which the relevance gate's code-written ones, template reasoning
+    assert "| finance | 3 | 1 (33.3%) | 0 | 2 (66.7%) |" in search
+    assert "| weather | 1 | 1 (100.0%) | 1 | 0 (0.0%) |" in search
+    assert "| **all** | 4 | 2 (50.0%) | 1 | 2 (50.0%) |" in search
 
 
 def test_not_checked_and_category_lookup_for_older_rows(tmp_path):

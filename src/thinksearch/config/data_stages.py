@@ -161,6 +161,20 @@ class SynthConfig:
     question, and record it in the row's repairs. For small teachers, which mostly answer the
     question instead of saying why to search, so that search rows cover every category (README,
     Configs)."""
+    relevance_gate: bool = True
+    """Gate: a search result counts only when it concerns the question (enough of the question's
+    key terms in its title or text; README, Search rows). Only relevant results are shown for
+    the grounded answer; when none is relevant, the row's answer is an abstention written by
+    code that names what was searched and what is missing. false: every result counts."""
+    relevance_threshold: float = 0.6
+    """With relevance_gate: least share of the question's key terms a relevant result holds
+    (measured in bench/bench_relevance.py)."""
+    query_gate: bool = True
+    """Gate: reject a search query with numbers the question does not have (an invented
+    version, date or figure), as query/query_invented."""
+    number_gate: bool = True
+    """Gate: reject a grounded answer with numbers found neither in the question nor in the
+    results (the eval's unsupported-number check), as grounded/unsupported_numbers."""
     decision_line: bool = False
     """Open every trace with a fixed sentence that states the decision: no search needed (thinking
     rows) or a search needed (search rows), so both row types train the same position on the
@@ -205,6 +219,8 @@ class SynthConfig:
             raise invalid("near_duplicate_threshold", f"must be in (0, 1], got {self.near_duplicate_threshold!r}")
         if not 0 < self.max_repetition <= 1:
             raise invalid("max_repetition", f"must be in (0, 1], got {self.max_repetition!r}")
+        if not 0 < self.relevance_threshold <= 1:
+            raise invalid("relevance_threshold", f"must be in (0, 1], got {self.relevance_threshold!r}")
         if self.samples_per_question < 1:
             raise invalid("samples_per_question", f"must be an integer >= 1, got {self.samples_per_question!r}")
         check_positive(self, "sample_temperature", allow_zero=True)

@@ -255,3 +255,47 @@ def check_citations(answer: str, n_results: int) -> tuple[str, list[str]] | Reje
     if bad:
         return Rejection("grounded", "bad_citation", f"cites {bad} but there are {n_results} results", answer)
     return answer, repairs
+
+
+def invented_in_query(query: str, question: str) -> Rejection | None:
+    """Gate on a search query: it may not carry numbers the question does not (a version, a
+    date, a figure the teacher made up and then searched for, "VS Code 最近一次更新了 2023.7.2").
+
+    Numbers compare by value with the eval's reader (:func:`thinksearch.scoring.numbers`), so
+    ``一年期`` in the question allows ``1年期`` in the query.
+
+    >>> invented_in_query("VS Code 最近一次更新了 2023.7.2。", "VS Code最新版本是多少？").reason
+    'query_invented'
+    >>> invented_in_query("iPhone 16 价格", "iPhone 16多少钱？") is None
+    True
+    """
+    from thinksearch import scoring
+
+    allowed = set(scoring.numbers(question))
+    extra = [n for n in scoring.numbers(query) if n not in allowed]
+    if extra:
+        shown = ", ".join(dict.fromkeys(format(n, "f") for n in extra))
+        return Rejection("query", "query_invented", f"numbers not in the question: {shown}", query)
+    return None
+
+
+def unsupported_in_answer(answer: str, question: str, results_text: str) -> Rejection | None:
+    """Gate on a grounded answer: every number in it must be in the question or the results.
+
+    The same check the eval reports as the unsupported-number rate
+    (:func:`thinksearch.scoring.unsupported_numbers`), so a row that passes cannot teach the
+    student what the eval counts against it.
+
+    >>> unsupported_in_answer("金价约3500美元[1]，涨了27%。", "金价多少？", "[1] 金价接近3500美元").reason
+    'unsupported_numbers'
+    >>> unsupported_in_answer("金价约3,500美元[1]。", "金价多少？", "[1] 金价接近3500美元") is None
+    True
+    """
+    from thinksearch import scoring
+
+    support = scoring.unsupported_numbers(answer, question, results_text)
+    if support.unsupported:
+        shown = ", ".join(dict.fromkeys(support.unsupported))
+        return Rejection("grounded", "unsupported_numbers", f"numbers in neither the question nor the results: {shown}",
+                         answer)
+    return None

@@ -93,6 +93,27 @@ class SynthStats:
     """Rows written by this run by ``meta.verified`` (gold, none), when gold checking is on."""
     unverified: dict[str, Any] = field(default_factory=dict)
     """Thinking rows without gold: in the file, the cap, questions passed over at the cap."""
+    search_rows: dict[str, Counter] = field(default_factory=dict)
+    """Search rows written by this run, by category: rows, template (the reasoning is the code
+    template), abstaining (no result concerned the question; the answer says so)."""
+
+    def add_search_row(self, category: str, template: bool, abstaining: bool) -> None:
+        c = self.search_rows.setdefault(category, Counter())
+        c["rows"] += 1
+        c["template"] += template
+        c["abstaining"] += abstaining
+
+    def search_rows_dict(self) -> dict[str, dict[str, Any]]:
+        """Per category and in all: rows, template and abstaining counts and shares."""
+        def line(c: Counter) -> dict[str, Any]:
+            n = c["rows"]
+            return {"rows": n, "template": c["template"], "template_share": round(c["template"] / n, 3) if n else None,
+                    "abstaining": c["abstaining"], "abstaining_share": round(c["abstaining"] / n, 3) if n else None}
+
+        out = {cat: line(c) for cat, c in sorted(self.search_rows.items())}
+        if out:
+            out["all"] = line(sum(self.search_rows.values(), Counter()))
+        return out
 
     @property
     def samples_per_minute(self) -> float:
@@ -114,6 +135,7 @@ class SynthStats:
             "pools": self.pools, "dropped_partial_bytes": self.dropped_partial_bytes,
             "exhausted": self.exhausted, "complete": self.complete,
             "interrupted": self.interrupted, "error": self.error,
+            "search_rows": self.search_rows_dict(),
             # Only with gold checking on, so a k=1 run's stats keep their shape.
             **({"gold": self.gold.to_dict(), "verified": dict(self.verified), "unverified": self.unverified}
                if self.gold is not None else {}),

@@ -8,7 +8,8 @@ rows too). It gives:
 - verified / hint / unverified shares (``meta.verified``; "not checked" when gold checking was off);
 - pass@1 / pass@k per category (``gold`` in ``data.stats.json``: the last run's tries only);
 - rejections by reason (every attempt in ``data.failures.jsonl``, and the last run's counts);
-- search rows: answers that abstain (:func:`thinksearch.scoring.abstains` on the final answer)
+- search rows: answers that abstain (:func:`thinksearch.scoring.abstains` on the final answer;
+  those the relevance gate had code write, ``meta.answer: abstained``)
   and rows whose reasoning is the code template (:func:`.rows.template_reasoning`), by category;
 - 10 rows picked with a fixed seed (the same rows on every rebuild of the same file), in full.
 
@@ -28,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 from thinksearch import scoring
 from thinksearch.files import read_json, read_log, write_text_atomic
 from thinksearch.synth.output import reference_messages, sibling
-from thinksearch.synth.rows import TEMPLATE_REPAIR
+from thinksearch.synth.rows import ABSTAINED, TEMPLATE_REPAIR
 from thinksearch.synth.verify import UNCATEGORISED, final
 
 SAMPLES = 10
@@ -150,7 +151,9 @@ def report_markdown(rows: Sequence[dict[str, Any]], stats: Mapping[str, Any], fa
     search = [r for r in rows if r.get("type") == "search"]
     if search:
         lines += ["## Search rows", "",
-                  "Abstaining: the final answer says the results do not hold what was asked (`scoring.abstains`). "
+                  "Abstaining: the final answer says the results do not hold what was asked (`scoring.abstains`); "
+                  "of those, written by code: no result concerned the question (the relevance gate), so the answer "
+                  "is the code's abstention naming the query. "
                   "Template: the row's reasoning is the code-written template, not the teacher's.", ""]
         table = []
         for c in sorted({category(r, categories) for r in search}):
@@ -158,7 +161,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], stats: Mapping[str, Any], fa
             table.append(_search_line(c, mine))
         if len(table) > 1:
             table.append(_search_line("**all**", search))
-        lines += _table(["category", "rows", "abstaining", "template reasoning"], table)
+        lines += _table(["category", "rows", "abstaining", "of which written by code", "template reasoning"], table)
 
     if rows:
         picked = sample(rows)
@@ -171,8 +174,10 @@ def report_markdown(rows: Sequence[dict[str, Any]], stats: Mapping[str, Any], fa
 
 def _search_line(name: str, rows: Sequence[dict[str, Any]]) -> list[Any]:
     abstaining = sum(scoring.abstains(final(r)) for r in rows)
+    by_code = sum((r.get("meta") or {}).get("answer") == ABSTAINED for r in rows)
     template = sum(is_template(r) for r in rows)
-    return [name, len(rows), f"{abstaining} ({_pct(abstaining, len(rows))})", f"{template} ({_pct(template, len(rows))})"]
+    return [name, len(rows), f"{abstaining} ({_pct(abstaining, len(rows))})", by_code,
+            f"{template} ({_pct(template, len(rows))})"]
 
 
 def _rejections(stats: Mapping[str, Any], failures: Sequence[Mapping[str, Any]]) -> list[str]:

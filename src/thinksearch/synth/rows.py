@@ -4,7 +4,8 @@ A thinking batch asks every question's analysis, then every answer; a search bat
 reason + query, runs the searches, then asks every grounded answer. Asking a stage for the
 whole batch at once lets a local teacher generate in one batch and a server see concurrent
 requests. Tags, the system prompt and the tool-call JSON are inserted by :mod:`thinksearch.format`;
-the only text code writes into a trace is the decision line and the template reasoning here.
+the only text code writes into a row is the decision line here, and the template reasoning and
+the abstaining answer of :mod:`.templates`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
-                                     parse_query_reply, reasoning_problem)
+                                     invented_in_query, parse_query_reply, reasoning_problem, unsupported_in_answer)
 from thinksearch.synth.output import SynthStats
 from thinksearch.synth.prompts import (analysis_messages, answer_messages, grounded_messages, hint_messages,
                                        query_messages)
+from thinksearch.synth.templates import abstention, template_reasoning
 from thinksearch.synth.verify import Tried, candidate_seed, candidates, hint_answer, pick, rationalised
 from thinksearch.teacher import TeacherReply, TeacherRequest
 
@@ -29,19 +31,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 TEMPLATE_REPAIR = "reasoning: template"
-"""How a row records that its reasoning is :func:`template_reasoning`: this repair in ``meta.gates.repairs``."""
-
-
-def template_reasoning(query: str) -> str:
-    """The thinking of a search row whose teacher gave no usable reason (``search_reason_fallback``).
-
-    It opens with the query, so the sentence starts from what is asked, as a teacher's reason
-    would; one fixed opening for every row would fit any question, science included.
-
-    >>> template_reasoning("温网男单冠军")
-    '温网男单冠军：这类信息会随时间变化，我记得的可能已经过时，需要搜索最新的情况。'
-    """
-    return f"{query}：这类信息会随时间变化，我记得的可能已经过时，需要搜索最新的情况。"
+"""How a row records that its reasoning is :func:`.templates.template_reasoning`: this repair in ``meta.gates.repairs``."""
+ABSTAINED = "abstained"
+"""``meta.answer`` of a search row none of whose results concerned the question: its answer is
+:func:`.templates.abstention`, written by code (the teacher wrote the rest)."""
 
 
 # Written by code, like the tags (``decision_line``): the teacher's text follows on the next line.
@@ -196,15 +189,28 @@ def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig"
     return outcomes
 
 
+def _category_name(item: Item) -> str | None:
+    return item.gold.category if item.gold is not None else None
+
+
 def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBackend", cfg: "SynthConfig",
                  call: Any, stats: SynthStats) -> list[Outcome]:
-    """Stage 1 (reason + query) for every item, the searches, then stage 2 (grounded answer)."""
+    """Stage 1 (reason + query) for every item, the searches, then stage 2 (grounded answer).
+
+    With ``relevance_gate``, only the results that concern the question are shown (in the tool
+    turn and to the teacher); an item with none gets no stage 2: its answer is the code-written
+    :func:`.templates.abstention`, and the tool turn shows what the search returned, so the
+    student sees unrelated results answered by saying so.
+    """
     from thinksearch.search.base import SearchError
+    from thinksearch.synth.relevance import relevant
 
     first = call(teacher, [_request(cfg, query_messages(it.question), cfg.max_tokens_query, it, 1) for it in items])
     outcomes = [Outcome(it) for it in items]
     found: dict[int, tuple[str, str, list["Result"], str]] = {}
+    abstaining: dict[int, tuple[str, str, list["Result"], str]] = {}
     for i, reply in enumerate(first):
+        it = items[i]
         got = check_text(reply, "query", 1, cfg.max_repetition)
         if isinstance(got, Rejection):
             outcomes[i].rejection = got
@@ -215,12 +221,17 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             continue
         reasoning, query, repairs = parsed
         outcomes[i].repairs += repairs
-        problem = reasoning_problem(reasoning, items[i].question)
+        invented = invented_in_query(query, it.question) if cfg.query_gate else None
+        if invented is not None:
+            outcomes[i].rejection = invented
+            continue
+        problem = reasoning_problem(reasoning, it.question)
         if problem is not None:
             if not cfg.search_reason_fallback:
                 outcomes[i].rejection = problem
                 continue
-            reasoning = template_reasoning(query)
+            # Seeded like the row's stage 1: a rerun writes the same wording.
+            reasoning = template_reasoning(query, _category_name(it), _seed(cfg, it, 1))
             outcomes[i].repairs.append(f"{TEMPLATE_REPAIR} ({problem.reason})")
         try:
             stats.searches += 1
@@ -229,6 +240,13 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             outcomes[i].rejection = Rejection("search", "search_error", str(e).splitlines()[0] if str(e) else type(e).__name__,
                                               query, transient=True)
             continue
+        if cfg.relevance_gate:
+            kept = [r for r, ok in zip(results, relevant(it.question, results, cfg.relevance_threshold)) if ok]
+            if not kept:
+                text = fmt.render_results(results, cfg.search.max_result_chars, cfg.search.max_total_chars)
+                abstaining[i] = (reasoning, query, results, text)
+                continue
+            results = kept
         text = fmt.render_results(results, cfg.search.max_result_chars, cfg.search.max_total_chars)
         found[i] = (reasoning, query, results, text)
     todo = sorted(found)
@@ -249,16 +267,32 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             answer, more = cited
             cited = answer_problem(answer, items[i].question, cfg.min_answer_chars)
             outcomes[i].repairs += more
+        if not isinstance(cited, Rejection) and cfg.number_gate:
+            cited = unsupported_in_answer(answer, items[i].question, text)
         if isinstance(cited, Rejection):
             cited.stage = "grounded"
             outcomes[i].rejection = cited
             continue
-        it = items[i]
-        outcomes[i].row = {
-            "id": it.id, "type": "search",
-            "messages": fmt.search_messages(it.question, decided("search", reasoning, cfg), query, text, answer),
-            "meta": _meta(cfg, teacher, stages, [first[i], reply], ["query", "search", "grounded"],
-                          outcomes[i].repairs, search_backend=getattr(backend, "name", type(backend).__name__),
-                          search_query=query, results=[r.to_dict() for r in results[:shown]], **_category(it)),
-        }
+        outcomes[i].row = _search_row(items[i], cfg, teacher, backend, stages, [first[i], reply], outcomes[i].repairs,
+                                      reasoning, query, results[:shown], text, answer)
+    for i, (reasoning, query, results, text) in sorted(abstaining.items()):
+        shown = len(_SHOWN_RE.findall(text))
+        outcomes[i].row = _search_row(items[i], cfg, teacher, backend, {"query": cfg.max_tokens_query}, [first[i]],
+                                      outcomes[i].repairs, reasoning, query, results[:shown], text,
+                                      abstention(items[i].question, query, results[:shown]), answer=ABSTAINED)
     return outcomes
+
+
+def _search_row(it: Item, cfg: "SynthConfig", teacher: "Teacher", backend: "SearchBackend", stages: dict[str, int],
+                replies: list[TeacherReply], repairs: list[str], reasoning: str, query: str, results: Sequence["Result"],
+                text: str, answer_text: str, answer: str = "teacher") -> dict[str, Any]:
+    # An abstaining row passed no relevance gate (nothing was relevant) and had no grounded stage.
+    passed = ["query", "search"] + (["relevance"] if cfg.relevance_gate and answer == "teacher" else []) \
+        + (["grounded"] if answer == "teacher" else [])
+    return {
+        "id": it.id, "type": "search",
+        "messages": fmt.search_messages(it.question, decided("search", reasoning, cfg), query, text, answer_text),
+        "meta": _meta(cfg, teacher, stages, replies, passed, repairs,
+                      search_backend=getattr(backend, "name", type(backend).__name__), search_query=query,
+                      results=[r.to_dict() for r in results], answer=answer, **_category(it)),
+    }

@@ -22,8 +22,8 @@ from thinksearch import questions as qs
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import shipped, shipped_hint, write_json_atomic
 from thinksearch.synth.output import JsonlLog, SynthStats, export_reference, read_rows, sibling
-from thinksearch.synth.rows import Item, _Counter, search_batch, thinking_batch
-from thinksearch.synth.verify import GoldTally
+from thinksearch.synth.rows import ABSTAINED, TEMPLATE_REPAIR, Item, _Counter, search_batch, thinking_batch
+from thinksearch.synth.verify import UNCATEGORISED, GoldTally
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -288,6 +288,11 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
                     queues[o.item.type].done.add(o.item.id)
                     queues[o.item.type].kept += 1
                     stats.kept[o.item.type] += 1
+                    if o.item.type == "search":
+                        meta = o.row["meta"]
+                        stats.add_search_row(str(meta.get("category") or UNCATEGORISED),
+                                             any(str(r).startswith(TEMPLATE_REPAIR) for r in meta["gates"]["repairs"]),
+                                             meta.get("answer") == ABSTAINED)
                     verified = o.row["meta"].get("verified")
                     if verified is not None:
                         stats.verified[verified] += 1
