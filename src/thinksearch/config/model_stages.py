@@ -8,6 +8,7 @@ flag of a bad one.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from thinksearch.config.data_stages import SearchConfig, SynthConfig
@@ -59,6 +60,10 @@ class TrainConfig:
     """AdamW weight decay on the LoRA weights."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global norm."""
+    decision_weight: float = 1.0
+    """Loss weight of the tokens that carry the search decision: the opening of each thinking trace (decision_tokens tokens) and the token(s) right after </thinking>, where the turn goes on with <tool_call> or with the answer. The loss stays a weighted mean, so learning_rate keeps its meaning; 1.0 trains every token alike. The held-out eval loss stays the plain mean (comparable across weights)."""
+    decision_tokens: int = 8
+    """How many tokens of each thinking trace's opening, after the <thinking> tag, get decision_weight (0: only the token after </thinking>)."""
     max_length: int = 2048
     """Longest row in tokens; longer rows are skipped and counted (never cut), so raise it if many are skipped."""
     eval_fraction: float = 0.05
@@ -92,7 +97,14 @@ class TrainConfig:
         check_positive(self, "lora_r", "lora_alpha", "batch_size", "grad_accum", "learning_rate", "epochs",
                        "max_steps", "max_length", "eval_steps", "logging_steps", "save_steps", "save_total_limit",
                        "max_grad_norm", "trainable_tokens_lr_scale")
-        check_positive(self, "weight_decay", allow_zero=True)
+        check_positive(self, "weight_decay", "decision_tokens", allow_zero=True)
+        check_positive(self, "decision_weight")
+        if not math.isfinite(self.decision_weight):
+            raise invalid("decision_weight", f"must be a finite number, got {self.decision_weight!r}")
+        if self.decision_weight != 1.0 and self.packing:
+            # Packing keeps only the token ids and labels of each row (TRL), so the weights would be lost.
+            raise invalid("decision_weight", "cannot be used with --packing (the packed rows lose their weights); "
+                          "use --padding-free, or leave decision_weight at 1.0")
         if not 0 <= self.lora_dropout < 1:
             raise invalid("lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
         if not 0 <= self.warmup_ratio < 1:

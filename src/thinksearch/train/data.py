@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
@@ -201,6 +201,8 @@ class Encoded:
     input_ids: list[int]
     assistant_masks: list[int]
     """1 where the token is said by the assistant (trained), 0 elsewhere."""
+    decision_mask: list[int] = field(default_factory=list)
+    """1 where the token carries the search decision (:func:`decision_positions`), 0 elsewhere; empty when not asked for."""
 
 
 def _end_of_turn(tokenizer: Any, tail: str) -> int:
@@ -236,30 +238,104 @@ def assistant_spans(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> tu
     return full, spans
 
 
-def encode(tokenizer: "PreTrainedTokenizerBase", messages: Sequence[Mapping[str, Any]]) -> Encoded:
+def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    # Exactly the text the ids stand for: no special token dropped, no space "cleaned up".
+    return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _tokens_covering(tokenizer: Any, ids: Sequence[int], text: str, end: int) -> int:
+    """The fewest leading tokens of ``ids`` whose text covers ``text[:end]`` (``text``: all of ``ids`` decoded).
+
+    Found by bisection: the text of a prefix of the ids is a prefix of ``text``, except that a
+    character cut between two tokens decodes to a replacement character at its very end.
+    """
+    want = text[:end]
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _decode(tokenizer, ids[:mid]).startswith(want):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _blank(tokenizer: Any, token_id: int) -> bool:
+    return not _decode(tokenizer, [token_id]).strip()
+
+
+def decision_positions(tokenizer: Any, ids: Sequence[int], opening: int) -> list[int]:
+    """Indices into ``ids``, one assistant turn as :func:`encode` tokenizes it, of the tokens that carry the search decision.
+
+    - The first ``opening`` tokens of the thinking trace, after the ``<thinking>`` tag (and any
+      whitespace token after it): in this data the trace opens by saying whether the question
+      needs a search. The tag itself is left out: it is the same in every row and soon costs
+      nothing, so weighting it would only shrink the weight of the rest (the loss is a weighted mean).
+    - The tokens after ``</thinking>``, up to and including the first one that is not
+      whitespace: ``<tool_call>`` or the answer's first token. Qwen's tokenizer writes the tag's
+      last token together with the newlines after it (``>\\n`` before a call, ``>\\n\\n``
+      before an answer), so that token already decides and is included when it reaches past the tag.
+
+    Positions come from decoding prefixes of the ids, so they are the tokens the model is
+    trained on, whatever the tokenizer merged. A turn that does not open with ``<thinking>``
+    (the answer after the search results) has none; a trace never closed has only its opening.
+    """
+    text = _decode(tokenizer, ids)
+    if not text.lstrip().startswith(fmt.THINK_OPEN):
+        return []
+    open_end = text.index(fmt.THINK_OPEN) + len(fmt.THINK_OPEN)
+    close = text.find(fmt.THINK_CLOSE, open_end)
+    # The trace: the tokens after the one that completes <thinking>, up to the one where </thinking> starts.
+    start = _tokens_covering(tokenizer, ids, text, open_end)
+    stop = len(ids) if close < 0 else _tokens_covering(tokenizer, ids, text, close)
+    while start < stop and _blank(tokenizer, ids[start]):
+        start += 1
+    picked = list(range(start, min(start + opening, stop)))
+    if close >= 0:
+        end = close + len(fmt.THINK_CLOSE)
+        k = _tokens_covering(tokenizer, ids, text, end)  # ids[k - 1] completes </thinking>
+        if len(_decode(tokenizer, ids[:k])) > end:
+            picked.append(k - 1)
+        while k < len(ids):
+            picked.append(k)
+            if not _blank(tokenizer, ids[k]):
+                break
+            k += 1
+    return sorted(set(picked))
+
+
+def encode(tokenizer: "PreTrainedTokenizerBase", messages: Sequence[Mapping[str, Any]],
+           decision_tokens: int | None = None) -> Encoded:
     """Token ids of a conversation and the mask of the tokens the assistant says.
 
     Each segment (prompt part, assistant part, prompt part ...) is tokenized on its own, so
     the mask boundaries are exact and the assistant's tokens are the ones it generates at
-    inference after a prompt that ends with ``<|im_start|>assistant\\n``.
+    inference after a prompt that ends with ``<|im_start|>assistant\\n``. With
+    ``decision_tokens`` (the trace opening's length), the decision mask is filled in too.
     """
     full, spans = assistant_spans(tokenizer, messages)
     ids: list[int] = []
     mask: list[int] = []
+    decision: set[int] = set()
     pos = 0
 
-    def add(text: str, bit: int) -> None:
-        if text:
-            seg = tokenizer(text, add_special_tokens=False)["input_ids"]
-            ids.extend(seg)
-            mask.extend([bit] * len(seg))
+    def add(text: str, bit: int) -> list[int]:
+        seg: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        ids.extend(seg)
+        mask.extend([bit] * len(seg))
+        return seg
 
     for a, b in spans:
         add(full[pos:a], 0)
-        add(full[a:b], 1)
+        offset = len(ids)
+        seg = add(full[a:b], 1)
+        if decision_tokens is not None:
+            decision.update(offset + i for i in decision_positions(tokenizer, seg, decision_tokens))
         pos = b
     add(full[pos:], 0)
-    return Encoded(ids, mask)
+    if decision_tokens is None:
+        return Encoded(ids, mask)
+    return Encoded(ids, mask, [int(i in decision) for i in range(len(ids))])
 
 
 @dataclass
@@ -287,12 +363,15 @@ def holdout_size(n: int, fraction: float) -> int:
 
 
 def prepare(tokenizer: Any, rows: Sequence[Row], max_length: int, eval_fraction: float, seed: int,
-            skipped: Sequence[Skip] = ()) -> Prepared:
-    """Encode rows, leave out the too long and the unlearnable ones (counted), split off a holdout."""
+            skipped: Sequence[Skip] = (), decision_tokens: int | None = None) -> Prepared:
+    """Encode rows, leave out the too long and the unlearnable ones (counted), split off a holdout.
+
+    ``decision_tokens``: fill in each row's decision mask too (see :func:`encode`).
+    """
     skips = list(skipped)
     kept: list[Encoded] = []
     for row in rows:
-        enc = encode(tokenizer, row.messages)
+        enc = encode(tokenizer, row.messages, decision_tokens)
         if not any(enc.assistant_masks):
             skips.append(Skip(row.where, "no_assistant_tokens", "no token of the row is said by the assistant"))
         elif len(enc.input_ids) > max_length:
