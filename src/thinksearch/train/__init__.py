@@ -40,8 +40,8 @@ from thinksearch.train.checkpoints import (CHECKPOINTS, CONFIG_FILE, LOSS_PNG, M
                                            RUN_FILE, SEAL_FILE, check_output_dir, checkpoint_problem,
                                            find_resume_checkpoint, list_checkpoints, resolve_config, saved_config,
                                            seal_checkpoint)
-from thinksearch.train.data import (ROLES, BadRow, Encoded, Prepared, Row, Skip, assistant_spans, check_row, encode,
-                                    holdout_size, prepare, read_rows)
+from thinksearch.train.data import (LOSS_WEIGHT, ROLES, BadRow, Encoded, Prepared, Row, Skip, assistant_spans,
+                                    check_row, decision_positions, encode, holdout_size, prepare, read_rows)
 from thinksearch.train.merging import MERGED_META, merge
 from thinksearch.train.run import MAX_LISTED_SKIPS, TrainResult, adapter_digest, plot_loss, summary, train
 
@@ -64,9 +64,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BadRow", "CHECKPOINTS", "CONFIG_FILE", "Encoded", "LOSS_PNG", "MAX_LISTED_SKIPS", "MERGED_META", "METRICS_FILE",
+    "BadRow", "CHECKPOINTS", "CONFIG_FILE", "Encoded", "LOSS_PNG", "LOSS_WEIGHT", "MAX_LISTED_SKIPS", "MERGED_META", "METRICS_FILE",
     "Prepared", "RESUME_MAY_CHANGE", "ROLES", "RUN_FILE", "Row", "SEAL_FILE", "Skip", "TrainResult", "adapter_digest",
-    "assistant_spans", "build_trainer", "check_output_dir", "check_row", "checkpoint_problem", "encode",
+    "assistant_spans", "build_trainer", "check_output_dir", "check_row", "checkpoint_problem", "decision_positions", "encode",
     "find_resume_checkpoint", "holdout_size", "linear_module_names", "list_checkpoints", "load_data", "lora_config",
     "merge", "pick_precision", "plot_loss", "prepare", "read_rows", "resolve_config", "saved_config",
     "seal_checkpoint", "sft_args", "summary", "train", "trainable_token_ids", *_HEAVY_NAME,

@@ -17,7 +17,7 @@ from thinksearch import models
 from thinksearch.config import TrainConfig
 from thinksearch.errors import ThinksearchError
 from thinksearch.train.checkpoints import CHECKPOINTS
-from thinksearch.train.data import Encoded, Prepared, prepare, read_rows
+from thinksearch.train.data import LOSS_WEIGHT, Encoded, Prepared, prepare, read_rows
 
 
 def pick_precision(choice: str) -> str:
@@ -84,13 +84,18 @@ def lora_config(cfg: TrainConfig, model: Any, token_ids: Sequence[int] = (), lm_
                       target_modules=targets, bias="none", task_type="CAUSAL_LM", trainable_token_indices=tokens)
 
 
-def _dataset(rows: Sequence[Encoded]) -> Any:
+def _dataset(rows: Sequence[Encoded], decision_weight: float = 1.0) -> Any:
+    """The rows as a dataset; with a decision_weight other than 1, each token's loss weight too."""
     from datasets import Dataset
 
-    return Dataset.from_dict({
+    columns: dict[str, Any] = {
         "input_ids": [r.input_ids for r in rows],
         "assistant_masks": [r.assistant_masks for r in rows],
-    })
+    }
+    if decision_weight != 1.0:
+        # No column at 1.0: the batches and the loss are then exactly those of a run without the feature.
+        columns[LOSS_WEIGHT] = [[decision_weight if d else 1.0 for d in r.decision_mask] for r in rows]
+    return Dataset.from_dict(columns)
 
 
 def sft_args(cfg: TrainConfig, run_dir: Path, precision: str, has_eval: bool, resuming: bool = False) -> Any:
@@ -148,7 +153,9 @@ def load_data(cfg: TrainConfig) -> tuple[models.ResolvedModel, Any, Prepared]:
             f"'{cfg.model}' carries an adapter; train from a base model (merge the adapter first: thinksearch merge)")
     tokenizer = models.load_tokenizer(resolved)
     tokenizer.padding_side = "right"
-    return resolved, tokenizer, prepare(tokenizer, rows, cfg.max_length, cfg.eval_fraction, cfg.seed, bad)
+    decision_tokens = cfg.decision_tokens if cfg.decision_weight != 1.0 else None
+    return resolved, tokenizer, prepare(tokenizer, rows, cfg.max_length, cfg.eval_fraction, cfg.seed, bad,
+                                        decision_tokens)
 
 
 def build_trainer(cfg: TrainConfig, resolved: models.ResolvedModel, tokenizer: Any, data: Prepared, args: Any,
@@ -156,7 +163,8 @@ def build_trainer(cfg: TrainConfig, resolved: models.ResolvedModel, tokenizer: A
     """Load the base model and wrap it, the rows and the LoRA config into TRL's SFTTrainer.
 
     ``sparse_head`` picks the loss head: the sparse one (plain matmuls over the trained
-    positions) or TRL's fused Triton kernel; None: fused where CUDA and Triton are present.
+    positions) or TRL's fused Triton kernel; None: fused where CUDA and Triton are present,
+    unless token rows or decision weights need the sparse one.
     """
     import torch
     from transformers import PrinterCallback
@@ -166,6 +174,7 @@ def build_trainer(cfg: TrainConfig, resolved: models.ResolvedModel, tokenizer: A
     from thinksearch.train.trainer import AssistantSFTTrainer
 
     require_supported_peft()  # before the model loads: the trainer patches PEFT internals
+    weighted = cfg.decision_weight != 1.0
     if args.use_cpu:
         return_freed_memory_to_the_os()
     model = _load_for_training(resolved, precision)
@@ -177,10 +186,16 @@ def build_trainer(cfg: TrainConfig, resolved: models.ResolvedModel, tokenizer: A
         # Trainable LM-head rows need the sparse head: TRL's fused kernel reads lm_head.weight
         # directly and would neither see nor train them.
         fused_available = torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
-        sparse_head = not sharded and (bool(token_ids) or not fused_available)
+        # Decision weights too: the fused kernel takes no per-token weights.
+        sparse_head = not sharded and (bool(token_ids) or not fused_available or weighted)
+    if weighted and (sharded or not sparse_head):
+        raise config_mod.FieldError(
+            "decision_weight", "needs the sparse loss head, which FSDP/DeepSpeed sharding and TRL's fused kernel "
+            "do not use; leave decision_weight at 1.0 there", "train")
     peft_cfg = lora_config(cfg, model, token_ids, lm_head=sparse_head and not sharded)
     trainer = AssistantSFTTrainer(
-        model=model, args=args, train_dataset=_dataset(data.train),
+        # The eval rows carry no weights: the held-out loss stays the plain mean, comparable across weights.
+        model=model, args=args, train_dataset=_dataset(data.train, cfg.decision_weight),
         eval_dataset=_dataset(data.eval) if data.eval else None,
         processing_class=tokenizer, peft_config=peft_cfg,
         callbacks=[Seal(), ProgressBar(), *callbacks],

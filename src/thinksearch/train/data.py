@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 ROLES = ("system", "user", "assistant", "tool")
+# The dataset column of per-token loss weights: written only when train.decision_weight != 1.
+LOSS_WEIGHT = "loss_weight"
 
 
 @dataclass

@@ -183,6 +183,9 @@ def _metrics(cfg: TrainConfig, trainer: Any, out: Any, final_eval: Mapping[str, 
         "tokens": {
             "train_rows": sum(len(e.input_ids) for e in data.train),
             "train_assistant": sum(sum(e.assistant_masks) for e in data.train),
+            # The tokens weighted by decision_weight (None when it is 1.0 and they are not looked for).
+            "train_decision": (sum(sum(e.decision_mask) for e in data.train)
+                               if cfg.decision_weight != 1.0 else None),
             "processed": int(session_tokens),
         },
         "tokens_per_s": round(session_tokens / train_seconds, 2) if train_seconds > 0 else None,

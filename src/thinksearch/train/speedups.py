@@ -77,11 +77,14 @@ class CrossEntropy(torch.autograd.Function):
     83.02 -> 138.42 tok/s, 2.42x -> 3.59x the reference-style Trainer.
 
     ``block_rows`` rows go through each pass: None takes :data:`CE_ROWS` on a CPU and all
-    rows at once elsewhere (a GPU).
+    rows at once elsewhere (a GPU). ``weight`` (one float per row, optional) multiplies each
+    row's loss and its gradient: the decision tokens' weight (``train.decision_weight``);
+    without it the sum and the gradient are computed exactly as before it existed.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Any, target: Any, block_rows: int | None = None) -> tuple[Any, Any]:
+    def forward(ctx: Any, logits: Any, target: Any, block_rows: int | None = None,
+                weight: Any = None) -> tuple[Any, Any]:
         n = logits.shape[0]
         if block_rows is None:
             block_rows = CE_ROWS if logits.is_cpu else max(n, 1)
@@ -96,14 +99,18 @@ class CrossEntropy(torch.autograd.Function):
                 top[s:s + step] = part.amax(-1)
                 lse[s:s + step] = torch.logsumexp(part, -1)
         picked = logits.gather(1, target[:, None]).squeeze(1).float()
-        ctx.save_for_backward(logits, target, lse)
         hits = (picked >= top).sum()  # the target is the top-1 (ties aside: argmax picks one)
         ctx.mark_non_differentiable(hits)
-        return (lse - picked).sum(), hits
+        if weight is None:
+            ctx.save_for_backward(logits, target, lse)
+            return (lse - picked).sum(), hits
+        weight = weight.to(torch.float32)
+        ctx.save_for_backward(logits, target, lse, weight)
+        return ((lse - picked) * weight).sum(), hits
 
     @staticmethod
-    def backward(ctx: Any, grad: Any, _hits: Any) -> tuple[Any, None, None]:
-        logits, target, lse = ctx.saved_tensors
+    def backward(ctx: Any, grad: Any, _hits: Any) -> tuple[Any, None, None, None]:
+        logits, target, lse, *weight = ctx.saved_tensors
         out, step = torch.empty_like(logits), ctx.step
         rows = torch.arange(min(step, logits.shape[0]), device=logits.device)
         for s in range(0, logits.shape[0], step):
@@ -111,40 +118,42 @@ class CrossEntropy(torch.autograd.Function):
             part = logits[s:s + step].to(torch.float32, copy=True)
             part.sub_(lse[s:s + step, None]).exp_()  # softmax
             part[rows[:part.shape[0]], target[s:s + step]] -= 1
+            if weight:
+                part.mul_(weight[0][s:s + step, None])
             out[s:s + step] = part.mul_(grad)
-        return out, None, None
+        return out, None, None, None
 
 
-def cross_entropy(logits: Any, target: Any, block_rows: int | None = None) -> tuple[Any, Any]:
-    """Summed cross-entropy of ``logits`` against ``target`` and the count of top-1 hits (see :class:`CrossEntropy`)."""
-    return CrossEntropy.apply(logits, target, block_rows)
+def cross_entropy(logits: Any, target: Any, block_rows: int | None = None, weight: Any = None) -> tuple[Any, Any]:
+    """Summed (``weight``: weighted) cross-entropy of ``logits`` against ``target`` and the count of top-1 hits (see :class:`CrossEntropy`)."""
+    return CrossEntropy.apply(logits, target, block_rows, weight)
 
 
-def _head_chunk(head: Any, hidden: Any, target: Any, block_rows: int | None = None) -> tuple[Any, Any]:
-    return CrossEntropy.apply(head(hidden), target, block_rows)
+def _head_chunk(head: Any, hidden: Any, target: Any, block_rows: int | None = None, weight: Any = None) -> tuple[Any, Any]:
+    return CrossEntropy.apply(head(hidden), target, block_rows, weight)
 
 
 def sparse_head_loss(head: Any, hidden: Any, target: Any, chunk: int = HEAD_CHUNK,
-                     block_rows: int | None = None) -> tuple[Any, Any]:
+                     block_rows: int | None = None, weight: Any = None) -> tuple[Any, Any]:
     """Summed cross-entropy and top-1 hits of ``head(hidden)`` against ``target`` (rows = trained positions).
 
     Only the positions that are trained go through the LM head (the assistant's tokens: about
     40 percent of a row), as plain matmuls: on a CPU this is faster than TRL's tiled kernel,
     which recomputes every tile in the backward pass and is built for Triton GPUs. Measured
     (commit 634d1dc, 2-core CPU, 0.5B, batch 2 x 1024 tokens): 32 s a step with TRL's kernel,
-    27 s with full logits, less again with only the trained positions. ``block_rows`` goes to
-    :class:`CrossEntropy`.
+    27 s with full logits, less again with only the trained positions. ``block_rows`` and
+    ``weight`` (one per target, optional) go to :class:`CrossEntropy`.
     """
     from torch.utils.checkpoint import checkpoint
 
     n = target.shape[0]
     if n <= chunk:
-        return _head_chunk(head, hidden, target, block_rows)
+        return _head_chunk(head, hidden, target, block_rows, weight)
     loss = hidden.new_zeros((), dtype=torch.float32)
     hits = torch.zeros((), dtype=torch.long, device=hidden.device)
     for s in range(0, n, chunk):
         part, h = checkpoint(_head_chunk, head, hidden[s:s + chunk], target[s:s + chunk], block_rows,
-                             use_reentrant=False)
+                             None if weight is None else weight[s:s + chunk], use_reentrant=False)
         loss, hits = loss + part, hits + h
     return loss, hits
 
@@ -153,13 +162,15 @@ def add_sparse_head(model: Any) -> None:
     """Let ``model(..., labels=L, sparse_head=True)`` return the summed loss over trained positions only.
 
     Patched on the causal LM itself (under PEFT, under DDP), so the call still goes through
-    every wrapper's forward; without ``sparse_head`` the forward is the previous one.
+    every wrapper's forward; without ``sparse_head`` the forward is the previous one. With
+    ``loss_weight=W`` (one weight per token, like the labels) the sum is weighted, and
+    ``weight_sum`` is the sum of the trained positions' weights (the weighted mean's divisor).
     """
     from transformers.utils import ModelOutput
 
     previous = model.forward
 
-    def forward(self: Any, *args: Any, sparse_head: bool = False, **kwargs: Any) -> Any:
+    def forward(self: Any, *args: Any, sparse_head: bool = False, loss_weight: Any = None, **kwargs: Any) -> Any:
         if not sparse_head:
             return previous(*args, **kwargs)
         labels = kwargs.pop("labels")
@@ -169,8 +180,10 @@ def add_sparse_head(model: Any) -> None:
         target = labels[:, 1:]
         mask = target != -100
         head = self.get_output_embeddings()
-        loss, hits = sparse_head_loss(head, hidden[:, :-1][mask].to(head.weight.device), target[mask])
-        return ModelOutput(loss=loss, n_targets=mask.sum(), n_correct=hits)
+        weight = None if loss_weight is None else loss_weight[:, 1:][mask].to(head.weight.device, torch.float32)
+        loss, hits = sparse_head_loss(head, hidden[:, :-1][mask].to(head.weight.device), target[mask], weight=weight)
+        extra = {} if weight is None else {"weight_sum": weight.sum()}
+        return ModelOutput(loss=loss, n_targets=mask.sum(), n_correct=hits, **extra)
 
     model.forward = types.MethodType(forward, model)
 
