@@ -505,7 +505,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_with_accelerate_agree_on_the_adapter(tiny_model_dir, data_file, tmp_path):
+# The decision weights' divisor is gathered from both ranks (trainer._get_num_items_in_batch).
+@pytest.mark.parametrize("extra", [[], ["--decision-weight", "3"]], ids=["plain", "decision-weight"])
+def test_two_processes_with_accelerate_agree_on_the_adapter(tiny_model_dir, data_file, tmp_path, extra):
     from safetensors.torch import load_file
 
     out = tmp_path / "ddp"
@@ -517,11 +519,12 @@ def test_two_processes_with_accelerate_agree_on_the_adapter(tiny_model_dir, data
            "-m", "thinksearch", "train", "--model", str(tiny_model_dir), "--data", str(data_file),
            "--output-dir", str(out), "--max-steps", "3", "--batch-size", "2", "--grad-accum", "1",
            "--eval-fraction", "0", "--skip-bad-rows", "--max-length", "400", "--precision", "fp32",
-           "--learning-rate", "1e-2"]
+           "--learning-rate", "1e-2", *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["effective_batch"] == 4 and m["global_step"] == 3
+    assert (m["tokens"]["train_decision"] is None) == (not extra)
     hashes = m["rank_adapter_sha256"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
     assert tr.adapter_digest(load_file(str(out / "adapter_model.safetensors"))) == hashes[0]
