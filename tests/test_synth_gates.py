@@ -24,6 +24,7 @@ QUESTIONS = {
     "黄金价格每克多少钱？": "prices",           # relevant results: grounded
     "VS Code最新版本是多少？": "releases",       # the teacher invents a version in the query
     "比特币现在多少钱？": "prices",             # the answer invents a number
+    "王者荣耀新出的英雄是谁？": "releases",     # the teacher searches for a name it made up
 }
 
 
@@ -58,7 +59,8 @@ class Teacher:
                 text = {"黄金价格每克多少钱？": "黄金价格每克约800元[1]。",
                         "比特币现在多少钱？": "比特币现在约12万美元[1]。"}.get(q, "日本首相石破茂[1]。")
             else:
-                query = {"VS Code最新版本是多少？": "VS Code 最近一次更新了 2023.7.2。"}.get(q, q.rstrip("？")[:8])
+                query = {"VS Code最新版本是多少？": "VS Code 最近一次更新了 2023.7.2。",
+                         "王者荣耀新出的英雄是谁？": "艾瑞克"}.get(q, q.rstrip("？")[:8])
                 text = json.dumps({"reasoning": "这个问题我知道答案，直接回答即可。", "query": query}, ensure_ascii=False)
             out.append(TeacherReply(text))
         return out
@@ -93,7 +95,9 @@ def test_gates_on(tmp_path):
     assert "2023" in failures["VS Code最新版本是多少？"]["detail"]
     # Number gate: 12 (万美元) is in neither the question nor the results.
     assert failures["比特币现在多少钱？"]["reason"] == "unsupported_numbers"
-    assert stats.rejected == {"query/query_invented": 1, "grounded/unsupported_numbers": 1}
+    # ... and so is a query that shares no key term with the question.
+    assert failures["王者荣耀新出的英雄是谁？"]["reason"] == "query_off_topic"
+    assert stats.rejected == {"query/query_invented": 1, "query/query_off_topic": 1, "grounded/unsupported_numbers": 1}
     # Template reasons name the category's change; counts by category in the stats file.
     assert "价格" in rows["黄金价格每克多少钱？"]["messages"][2]["content"]
     assert "职务" in uk["messages"][2]["content"] or "职位" in uk["messages"][2]["content"] \
@@ -112,7 +116,8 @@ def test_gates_off(tmp_path):
     # Without the gates the same teacher's misattribution and inventions all become rows:
     # the failures above are the gates' doing.
     stats, rows, failures, teacher = run(tmp_path, relevance_gate=False, query_gate=False, number_gate=False)
-    assert not failures and len(rows) == 4
+    assert not failures and len(rows) == 5
+    assert rows["王者荣耀新出的英雄是谁？"]["meta"]["search_query"] == "艾瑞克"
     assert rows["英国首相叫什么名字？"]["messages"][4]["content"] == "日本首相石破茂[1]。"
     assert rows["VS Code最新版本是多少？"]["meta"]["search_query"] == "VS Code 最近一次更新了 2023.7.2。"
 

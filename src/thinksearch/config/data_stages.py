@@ -171,7 +171,8 @@ class SynthConfig:
     (measured in bench/bench_relevance.py)."""
     query_gate: bool = True
     """Gate: reject a search query with numbers the question does not have (an invented
-    version, date or figure), as query/query_invented."""
+    version, date or figure), as query/query_invented, or with none of the question's key terms
+    (a made-up name), as query/query_off_topic."""
     number_gate: bool = True
     """Gate: reject a grounded answer with numbers found neither in the question nor in the
     results (the eval's unsupported-number check), as grounded/unsupported_numbers."""

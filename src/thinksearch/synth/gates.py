@@ -202,6 +202,8 @@ def parse_query_reply(text: str, min_chars: int, max_repetition: float) -> tuple
 
 _CITE_RE = re.compile(r"\[(\d{1,3})\]")
 _SHOWN_RE = re.compile(r"^\[\d+\] ", re.MULTILINE)  # a line of the tool turn: "[1] title — snippet"
+# A result pasted anywhere in an answer, also after a lead-in ("……排名：[1] title — snippet").
+_PASTED_RE = re.compile(r"\[\d+\] [^\n\[\]]{1,80} — ")
 ECHO_SIMILARITY = 0.8
 
 
@@ -215,6 +217,8 @@ def answer_problem(answer: str, question: str, min_chars: int) -> Rejection | No
     'too_short'
     >>> answer_problem("[1] 美元兑人民币汇率 — 摘要 (新闻, 2025-06-01)", "今天美元汇率多少？", 2).reason
     'copied_results'
+    >>> answer_problem("全球云计算市场份额排名：[1] 2024年全球智能手机出货量 — 根据IDC的数据……", "全球云计算市场份额排名？", 2).reason
+    'copied_results'
     >>> answer_problem("上海到杭州的高铁今天还有票吗？[1]", "上海到杭州的高铁今天还有票吗？", 2).reason
     'echoes_question'
     >>> answer_problem("今天的汇率约为7.1[1]。", "今天美元汇率多少？", 2) is None
@@ -223,7 +227,7 @@ def answer_problem(answer: str, question: str, min_chars: int) -> Rejection | No
     body = _CITE_RE.sub("", answer).strip()
     if len(body) < min_chars:
         return Rejection("", "too_short", f"{len(body)} < {min_chars} characters besides citations", answer)
-    if _SHOWN_RE.search(answer):
+    if _PASTED_RE.search(answer):
         return Rejection("", "copied_results", "a line of the answer is a copied search result", answer)
     if qs.similarity(body, question) >= ECHO_SIMILARITY:
         return Rejection("", "echoes_question", f"similarity to the question {qs.similarity(body, question):.2f}", answer)
@@ -268,14 +272,25 @@ def invented_in_query(query: str, question: str) -> Rejection | None:
     'query_invented'
     >>> invented_in_query("iPhone 16 价格", "iPhone 16多少钱？") is None
     True
+
+    Nor may it share none of the question's key terms (:func:`.relevance.key_terms`): a query
+    for a name the teacher made up ("艾瑞克" for "王者荣耀新出的英雄是谁？") finds nothing about the
+    question, and the row would teach searching for a guess.
+
+    >>> invented_in_query("艾瑞克", "王者荣耀新出的英雄是谁？").reason
+    'query_off_topic'
     """
     from thinksearch import scoring
+    from thinksearch.synth.relevance import coverage, key_terms
 
     allowed = set(scoring.numbers(question))
     extra = [n for n in scoring.numbers(query) if n not in allowed]
     if extra:
         shown = ", ".join(dict.fromkeys(format(n, "f") for n in extra))
         return Rejection("query", "query_invented", f"numbers not in the question: {shown}", query)
+    terms = key_terms(question)
+    if terms and coverage(terms, query) == 0:
+        return Rejection("query", "query_off_topic", f"none of the question's key terms ({', '.join(t.word for t in terms)})", query)
     return None
 
 
