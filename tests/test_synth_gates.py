@@ -150,3 +150,18 @@ def test_bad_threshold_names_the_flag(value):
 
 def test_default_threshold_is_the_measured_one():
     assert SynthConfig().relevance_threshold == relevance.THRESHOLD
+
+
+def test_abstaining_rows_are_capped(tmp_path):
+    # The UK question's results are all unrelated: with no room for abstaining rows it yields
+    # no row and is logged with its reason, instead of an abstention.
+    stats, rows, failures, _ = run(tmp_path, max_abstaining_share=0.0)
+    assert "英国首相叫什么名字？" not in rows and failures["英国首相叫什么名字？"]["reason"] == "abstention_cap"
+    assert stats.rejected["search/abstention_cap"] == 1
+    assert all(r["meta"]["answer"] == "teacher" for r in rows.values())
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_bad_abstaining_share_names_the_flag(value):
+    with pytest.raises(ConfigError, match="max-abstaining-share"):
+        SynthConfig(max_abstaining_share=value)

@@ -21,6 +21,7 @@ from thinksearch import format as fmt
 from thinksearch import questions as qs
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import shipped, shipped_hint, write_json_atomic
+from thinksearch.synth.gates import Rejection
 from thinksearch.synth.output import JsonlLog, SynthStats, export_reference, read_rows, sibling
 from thinksearch.synth.rows import ABSTAINED, TEMPLATE_REPAIR, Item, _Counter, search_batch, thinking_batch
 from thinksearch.synth.verify import UNCATEGORISED, GoldTally
@@ -76,6 +77,26 @@ class _Queue:
     @property
     def exhausted(self) -> bool:
         return self.needed > 0 and self.pos >= len(self.questions)
+
+
+class _AbstentionCap:
+    """Abstaining search rows (no relevant result; resumed rows count) against ``max_abstaining_share``.
+
+    Without a cap the shipped corpus would make most search rows abstain (15 of 24 in a real
+    synth), and the student would learn to give up on questions the results do answer.
+    """
+
+    def __init__(self, share: float, target: int, existing: list[dict[str, Any]]):
+        self.cap = int(share * target + 1e-9)
+        self.rows = sum(1 for r in existing if r.get("type") == "search" and (r.get("meta") or {}).get("answer") == ABSTAINED)
+
+    def check(self, row: dict[str, Any]) -> Rejection | None:
+        """None (and the row counted) while there is room, else why the row is dropped."""
+        if self.rows >= self.cap:
+            return Rejection("search", "abstention_cap", f"no relevant result, and {self.rows} search rows abstain "
+                             f"already (--max-abstaining-share allows {self.cap})", str(row["meta"].get("search_query", "")))
+        self.rows += 1
+        return None
 
 
 def _say(console: "Console", text: str, style: str | None = None) -> None:
@@ -168,6 +189,7 @@ def synthesize(
         skip = set() if cfg.retry_rejected else {i for i, f in last_failure.items() if not f.get("transient")}
         queues = {k: _Queue(k, qs.shuffled(p.questions, f"{cfg.seed}:{k}"), stats.target[k], done, skip, p)
                   for k, p in pools.items()}
+        abstaining = _AbstentionCap(cfg.max_abstaining_share, stats.target.get("search", 0), existing)
         if cfg.gold_checked and "thinking" in queues:
             stats.gold = GoldTally(cfg.samples_per_question)
             q = queues["thinking"]
@@ -198,7 +220,7 @@ def synthesize(
                 search = make_backend(cfg.search, teacher=teacher)
                 built.append(search)
             with _Stop(console) as stop:
-                _loop(cfg, teacher, search, queues, stats, out, fails, console, stop, progress, total_needed)
+                _loop(cfg, teacher, search, queues, abstaining, stats, out, fails, console, stop, progress, total_needed)
                 stats.interrupted = stop.signal
     except ThinksearchError as e:
         stats.error = str(e)
@@ -247,7 +269,7 @@ def _save_report(cfg: "SynthConfig", pools: dict[str, qs.Pool], console: "Consol
 
 
 def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None", queues: dict[str, _Queue],
-          stats: SynthStats, out: JsonlLog, fails: JsonlLog, console: "Console", stop: _Stop,
+          abstaining: _AbstentionCap, stats: SynthStats, out: JsonlLog, fails: JsonlLog, console: "Console", stop: _Stop,
           show_progress: bool, total: int) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -279,6 +301,10 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
                 assert search is not None
                 outcomes = search_batch(items, teacher, search, cfg, call, stats)
             for o in outcomes:
+                if o.row is not None and o.row["meta"].get("answer") == ABSTAINED:
+                    o.rejection = abstaining.check(o.row)
+                    if o.rejection is not None:
+                        o.row = None
                 for rep in o.repairs:
                     stats.repairs[rep] += 1
                 if o.tried is not None and stats.gold is not None:
