@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -161,7 +161,8 @@ def markdown(result: Mapping[str, Any]) -> str:
     head = ["figure", *(f"seed {s}" for s in seeds), "mean [min–max]", "pooled", "base", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in result["figures"].values():
-        cells = [f["label"], *(_cell(f["per_seed"].get(s)) for s in seeds),
+        # A tag in a label is code, or Markdown would read </thinking> as HTML and hide it.
+        cells = [re.sub(r"(</?\w+>)", r"`\1`", f["label"]), *(_cell(f["per_seed"].get(s)) for s in seeds),
                  f"{100 * f['mean']:.0f}% [{100 * f['min']:.0f}–{100 * f['max']:.0f}]", _cell(f["pooled"]),
                  _cell(f["base"]), f.get("target", "")]
         lines.append("| " + " | ".join(cells) + " |")
