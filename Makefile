@@ -25,7 +25,7 @@ install-offline-model: install
 
 # Unit and integration tests (the tiny in-process model); slow (the real 0.5B model) and gpu are left out.
 test: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
 
 test-slow: install-offline-model
