@@ -110,7 +110,7 @@ class _Counter:
 def _category(item: Item) -> dict[str, str]:
     """``{"category": …}`` when the pool names one: the data report counts rows by it, and a row
     outlives the pool file it came from (which may be edited or gone by then)."""
-    category = item.gold.category if item.gold is not None else None
+    category = _category_name(item)
     return {"category": category} if category else {}
 
 

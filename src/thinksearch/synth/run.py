@@ -23,7 +23,8 @@ from thinksearch.errors import ThinksearchError
 from thinksearch.files import shipped, shipped_hint, write_json_atomic
 from thinksearch.synth.gates import Rejection
 from thinksearch.synth.output import JsonlLog, SynthStats, export_reference, read_rows, sibling
-from thinksearch.synth.rows import ABSTAINED, TEMPLATE_REPAIR, Item, _Counter, search_batch, thinking_batch
+from thinksearch.synth.report import is_template
+from thinksearch.synth.rows import ABSTAINED, Item, _Counter, search_batch, thinking_batch
 from thinksearch.synth.verify import UNCATEGORISED, GoldTally
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -316,8 +317,7 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
                     stats.kept[o.item.type] += 1
                     if o.item.type == "search":
                         meta = o.row["meta"]
-                        stats.add_search_row(str(meta.get("category") or UNCATEGORISED),
-                                             any(str(r).startswith(TEMPLATE_REPAIR) for r in meta["gates"]["repairs"]),
+                        stats.add_search_row(str(meta.get("category") or UNCATEGORISED), is_template(o.row),
                                              meta.get("answer") == ABSTAINED)
                     verified = o.row["meta"].get("verified")
                     if verified is not None:
