@@ -39,6 +39,9 @@ from thinksearch.files import json_array_items, jsonl_items, read_text, shipped
 from thinksearch.gold import check_row
 
 DEFAULT_THRESHOLD = 0.7
+KNOWLEDGE = frozenset({"knowledge", "science"})
+"""The stable-knowledge categories: answered from memory where the model knows them, else searched
+(the eval's knowledge figures, and the synth's knowledge probe)."""
 
 
 # ----------------------------------------------------------------------------- normalising

@@ -207,6 +207,20 @@ class SynthConfig:
     once more with the correct answer as a hint, and keep that trace only if it reaches gold and
     never mentions being given it (meta.verified hint). Off by default until measured (README,
     Gold-checked sampling)."""
+    knowledge_probe: int = 0
+    """Knowledge-boundary labels: before a row is written for a stable-knowledge question with
+    gold (categories knowledge, science), the student answers it this many times at
+    sample_temperature, scored against gold by the eval's scorer. Where it is right in fewer
+    than knowledge_known_share of them, the question becomes a search row (the student does not
+    know it, so it should search); otherwise it keeps its thinking row. 0: off, every such
+    question is a thinking row (README, The search decision)."""
+    knowledge_known_share: float = 1.0
+    """With knowledge_probe: the least share of right answers for the student to count as
+    knowing a question (1: right every time)."""
+    probe_model: str | None = None
+    """With knowledge_probe: the student, as a model for the teacher's backend (same settings as
+    teacher otherwise); null: the teacher itself, which is right only when the teacher is the
+    student, as in the quickstart."""
     max_consecutive_errors: int = 16
     """Stop the run (resumable) after this many teacher or search errors in a row: the backend is down."""
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
@@ -232,6 +246,12 @@ class SynthConfig:
         check_positive(self, "sample_temperature", allow_zero=True)
         if not 0 <= self.max_abstaining_share <= 1:
             raise invalid("max_abstaining_share", f"must be in [0, 1], got {self.max_abstaining_share!r}")
+        if self.knowledge_probe < 0:
+            raise invalid("knowledge_probe", f"must be an integer >= 0 (0: off), got {self.knowledge_probe!r}")
+        if not 0 < self.knowledge_known_share <= 1:
+            raise invalid("knowledge_known_share", f"must be in (0, 1], got {self.knowledge_known_share!r}")
+        if self.probe_model is not None and not self.probe_model.strip():
+            raise invalid("probe_model", "must name the student model (or be null: the teacher)")
         if not 0 <= self.max_unverified_share <= 1:
             raise invalid("max_unverified_share", f"must be in [0, 1], got {self.max_unverified_share!r}")
         if self.gold_hint and not self.gold_checked:

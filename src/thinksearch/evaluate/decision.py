@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from thinksearch.evaluate.answers import answer_flags, proportion
+from thinksearch.questions import KNOWLEDGE
 
 # The eval set's thinking categories, by what the policy asks of them.
 REASONING = frozenset({"arithmetic", "logic", "programming", "analysis", "everyday"})
-KNOWLEDGE = frozenset({"knowledge", "science"})
 
 # (key, label) in the order reports show them.
 POLICY_ROWS = (

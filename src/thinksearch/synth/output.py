@@ -97,6 +97,10 @@ class SynthStats:
     """Search rows written by this run, by category: rows, template (the reasoning is the code
     template), abstaining (no result concerned the question; the answer says so)."""
 
+    knowledge: Counter = field(default_factory=Counter)
+    """Knowledge-boundary labels (``knowledge_probe``): questions probed, known by the student,
+    and kept as search rows because it was not."""
+
     def add_search_row(self, category: str, template: bool, abstaining: bool) -> None:
         c = self.search_rows.setdefault(category, Counter())
         c["rows"] += 1
@@ -136,6 +140,7 @@ class SynthStats:
             "exhausted": self.exhausted, "complete": self.complete,
             "interrupted": self.interrupted, "error": self.error,
             "search_rows": self.search_rows_dict(),
+            **({"knowledge": dict(self.knowledge)} if self.knowledge else {}),
             # Only with gold checking on, so a k=1 run's stats keep their shape.
             **({"gold": self.gold.to_dict(), "verified": dict(self.verified), "unverified": self.unverified}
                if self.gold is not None else {}),
@@ -161,6 +166,9 @@ class SynthStats:
                 t.add_row(f"gold {cat}: pass@1 / pass@{self.gold.k}", f"{c['pass_at_1']} / {c['pass_at_k']} of {c['tried']}")
             for label, n in sorted(self.verified.items()):
                 t.add_row(f"verified: {label}", str(n))
+        if self.knowledge:
+            k = self.knowledge
+            t.add_row("knowledge probe: known / probed", f"{k['known']} / {k['probed']} ({k['search_rows']} kept as search rows)")
         t.add_row("teacher", self.teacher)
         t.add_row("tokens (prompt / completion)", f"{self.prompt_tokens} / {self.completion_tokens}")
         t.add_row("time", f"{self.seconds:.1f} s")

@@ -21,7 +21,9 @@ from thinksearch import format as fmt
 from thinksearch import questions as qs
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import shipped, shipped_hint, write_json_atomic
+from thinksearch.questions import KNOWLEDGE
 from thinksearch.synth.gates import Rejection
+from thinksearch.synth.knowledge import probe
 from thinksearch.synth.output import JsonlLog, SynthStats, export_reference, read_rows, sibling
 from thinksearch.synth.report import is_template
 from thinksearch.synth.rows import ABSTAINED, Item, _Counter, search_batch, thinking_batch
@@ -89,10 +91,18 @@ class _AbstentionCap:
 
     def __init__(self, share: float, target: int, existing: list[dict[str, Any]]):
         self.cap = int(share * target + 1e-9)
-        self.rows = sum(1 for r in existing if r.get("type") == "search" and (r.get("meta") or {}).get("answer") == ABSTAINED)
+        self.rows = sum(1 for r in existing if r.get("type") == "search" and (r.get("meta") or {}).get("answer") == ABSTAINED
+                        and (r.get("meta") or {}).get("category") not in KNOWLEDGE)
 
     def check(self, row: dict[str, Any]) -> Rejection | None:
-        """None (and the row counted) while there is room, else why the row is dropped."""
+        """None (and the row counted) while there is room, else why the row is dropped.
+
+        A knowledge question the student got wrong when probed (:mod:`.knowledge`) is not
+        capped: the shipped corpus holds fresh data only, so its search abstains, and dropping
+        it would leave the student answering such questions from a memory known to be wrong.
+        """
+        if row["meta"].get("category") in KNOWLEDGE:
+            return None
         if self.rows >= self.cap:
             return Rejection("search", "abstention_cap", f"no relevant result, and {self.rows} search rows abstain "
                              f"already (--max-abstaining-share allows {self.cap})", str(row["meta"].get("search_query", "")))
@@ -215,13 +225,25 @@ def synthesize(
             check = getattr(teacher, "check", None)
             if callable(check):
                 check()
-            if search is None and "search" in queues and queues["search"].needed:
+            student = teacher
+            if cfg.knowledge_probe and cfg.probe_model is not None:
+                import dataclasses
+
+                from thinksearch.teacher_choice import make_teacher
+
+                _say(console, f"student (knowledge probe): {cfg.teacher.backend} {cfg.probe_model}")
+                student = make_teacher(dataclasses.replace(cfg.teacher, model=cfg.probe_model))
+                built.append(student)
+            # A knowledge question the student does not know becomes a search row (.knowledge).
+            searching = ("search" in queues and queues["search"].needed) or (cfg.knowledge_probe and "thinking" in queues)
+            if search is None and searching:
                 from thinksearch.search import make_backend
 
                 search = make_backend(cfg.search, teacher=teacher)
                 built.append(search)
             with _Stop(console) as stop:
-                _loop(cfg, teacher, search, queues, abstaining, stats, out, fails, console, stop, progress, total_needed)
+                _loop(cfg, teacher, student, search, queues, abstaining, stats, out, fails, console, stop, progress,
+                      total_needed)
                 stats.interrupted = stop.signal
     except ThinksearchError as e:
         stats.error = str(e)
@@ -269,7 +291,7 @@ def _save_report(cfg: "SynthConfig", pools: dict[str, qs.Pool], console: "Consol
         _say(console, f"could not write the data report: {e}", "yellow")
 
 
-def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None", queues: dict[str, _Queue],
+def _loop(cfg: "SynthConfig", teacher: "Teacher", student: "Teacher", search: "SearchBackend | None", queues: dict[str, _Queue],
           abstaining: _AbstentionCap, stats: SynthStats, out: JsonlLog, fails: JsonlLog, console: "Console", stop: _Stop,
           show_progress: bool, total: int) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -297,7 +319,19 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
             if not items:
                 break
             if items[0].type == "thinking":
-                outcomes = thinking_batch(items, teacher, cfg, call)
+                labels = probe(items, student, cfg, call) if cfg.knowledge_probe else {}
+                unknown = [it for it in items if it.id in labels and not labels[it.id].known]
+                outcomes = thinking_batch([it for it in items if it not in unknown], teacher, cfg, call)
+                if unknown:
+                    assert search is not None
+                    outcomes += search_batch(unknown, teacher, search, cfg, call, stats)
+                for o in outcomes:
+                    if o.item.id in labels:
+                        stats.knowledge["probed"] += 1
+                        stats.knowledge["known"] += labels[o.item.id].known
+                        if o.row is not None:
+                            o.row["meta"]["knowledge_probe"] = labels[o.item.id].to_dict()
+                            stats.knowledge["search_rows"] += o.row["type"] == "search"
             else:
                 assert search is not None
                 outcomes = search_batch(items, teacher, search, cfg, call, stats)
@@ -314,8 +348,8 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", search: "SearchBackend | None"
                     out.append(o.row)
                     queues[o.item.type].done.add(o.item.id)
                     queues[o.item.type].kept += 1
-                    stats.kept[o.item.type] += 1
-                    if o.item.type == "search":
+                    stats.kept[o.item.type] += 1  # by pool: a probed knowledge question may be a search row
+                    if o.row["type"] == "search":
                         meta = o.row["meta"]
                         stats.add_search_row(str(meta.get("category") or UNCATEGORISED), is_template(o.row),
                                              meta.get("answer") == ABSTAINED)
