@@ -147,6 +147,12 @@ class SynthConfig:
     """Search stage 1: why fresh data is needed + the query, as JSON."""
     max_tokens_grounded: int = 320
     """Search stage 2: the answer grounded in the results."""
+    trim_analysis: bool = False
+    """A thinking trace the teacher did not finish within max_tokens_analysis is cut after its
+    last complete sentence and kept (repair "analysis: trimmed"; rejected as truncated when that
+    leaves less than half of it) instead of rejected. With a small max_tokens_analysis this
+    trains traces short enough to close </thinking> within the eval's token limit (README,
+    The search decision); off: every truncated trace is rejected."""
     min_trace_chars: int = 10
     """Gate: shorter reasoning traces (thinking and search) are rejected as too short."""
     min_answer_chars: int = 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from thinksearch import format as fmt
@@ -70,6 +70,29 @@ def clean(text: str) -> str:
     '周长比是2:1。'
     """
     return _LABEL_RE.sub("", text.strip(), count=1).strip()
+
+
+_SENTENCE_END_RE = re.compile(r"[。！？!?；;]|\n")
+
+
+def trimmed(reply: TeacherReply, use_reasoning: bool = False) -> TeacherReply | None:
+    """A reply cut off by its token limit, ended after its last complete sentence as if it had
+    stopped there; None when that keeps less than half of it (what is left is no trace).
+
+    Only full-width stops, ``!?;`` and line ends count as a sentence end: a ``.`` may be a
+    decimal point.
+
+    >>> trimmed(TeacherReply("先算总价：3件共90元。再减去优惠：90-10", finish_reason="length")).text
+    '先算总价：3件共90元。'
+    >>> trimmed(TeacherReply("好。先算总价：3件共90元，再减去优惠", finish_reason="length")) is None
+    True
+    """
+    field = "reasoning" if use_reasoning and reply.reasoning else "text"
+    text = getattr(reply, field) or ""
+    ends = [m.end() for m in _SENTENCE_END_RE.finditer(text.rstrip())]
+    if not ends or ends[-1] < len(text.rstrip()) / 2:
+        return None
+    return replace(reply, **{field: text[:ends[-1]].rstrip()}, finish_reason="stop")
 
 
 def check_text(reply: TeacherReply, stage: str, min_chars: int, max_repetition: float,

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
-                                     invented_in_query, parse_query_reply, reasoning_problem, unsupported_in_answer)
+                                     invented_in_query, parse_query_reply, reasoning_problem, trimmed,
+                                     unsupported_in_answer)
 from thinksearch.synth.output import SynthStats
 from thinksearch.synth.prompts import (analysis_messages, answer_messages, grounded_messages, hint_messages,
                                        query_messages)
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TEMPLATE_REPAIR = "reasoning: template"
 """How a row records that its reasoning is :func:`.templates.template_reasoning`: this repair in ``meta.gates.repairs``."""
+TRIM_REPAIR = "analysis: trimmed"
+"""How a thinking row records that its trace was cut at its last full sentence (``trim_analysis``)."""
 ABSTAINED = "abstained"
 """``meta.answer`` of a search row none of whose results concerned the question: its answer is
 :func:`.templates.abstention`, written by code (the teacher wrote the rest)."""
@@ -135,6 +138,11 @@ def _thinking_candidates(slots: Sequence[tuple[Item, int, int]], prompts: Sequen
     cands = [Outcome(it) for it, _, _ in slots]
     traces: dict[int, tuple[str, str]] = {}
     for s, reply in enumerate(first):
+        if cfg.trim_analysis and reply.finish_reason == "length":
+            cut = trimmed(reply, use_reasoning=True)
+            if cut is not None:
+                reply = cut
+                cands[s].repairs.append(TRIM_REPAIR)
         got = check_text(reply, "analysis", cfg.min_trace_chars, *gate, use_reasoning=True)
         if isinstance(got, Rejection):
             cands[s].rejection = got
@@ -157,7 +165,7 @@ def _thinking_candidates(slots: Sequence[tuple[Item, int, int]], prompts: Sequen
         cands[s].row = {
             "id": it.id, "type": "thinking",
             "messages": fmt.thinking_messages(it.question, decided("thinking", trace, cfg), got[0]),
-            "meta": _meta(cfg, teacher, stages, [first[s], reply], ["analysis", "answer"], [], k, trace_source=source,
+            "meta": _meta(cfg, teacher, stages, [first[s], reply], ["analysis", "answer"], cands[s].repairs, k, trace_source=source,
                           **_category(it)),
         }
     return cands
