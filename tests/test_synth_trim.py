@@ -4,7 +4,6 @@ repairs); one without is rejected as truncated, as every truncated trace is with
 
 from __future__ import annotations
 
-import json
 
 from thinksearch import synth
 from thinksearch.config import SynthConfig

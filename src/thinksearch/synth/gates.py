@@ -79,20 +79,27 @@ def trimmed(reply: TeacherReply, use_reasoning: bool = False) -> TeacherReply | 
     """A reply cut off by its token limit, ended after its last complete sentence as if it had
     stopped there; None when that keeps less than half of it (what is left is no trace).
 
-    Only full-width stops, ``!?;`` and line ends count as a sentence end: a ``.`` may be a
-    decimal point.
+    A sentence ends at a full-width stop, ``!?;`` or a line end (a ``.`` may be a decimal point),
+    but not where the line is a heading or a label that announces what was cut (``### 结论``,
+    ``2. **计算体积**：``): a trace must not end on a promise.
 
     >>> trimmed(TeacherReply("先算总价：3件共90元。再减去优惠：90-10", finish_reason="length")).text
     '先算总价：3件共90元。'
+    >>> trimmed(TeacherReply("1. 正方体的棱长是3厘米，每个面都是正方形。\\n2. **计算体积**：\\n", finish_reason="length")).text
+    '1. 正方体的棱长是3厘米，每个面都是正方形。'
     >>> trimmed(TeacherReply("好。先算总价：3件共90元，再减去优惠", finish_reason="length")) is None
     True
     """
     field = "reasoning" if use_reasoning and reply.reasoning else "text"
-    text = getattr(reply, field) or ""
-    ends = [m.end() for m in _SENTENCE_END_RE.finditer(text.rstrip())]
-    if not ends or ends[-1] < len(text.rstrip()) / 2:
-        return None
-    return replace(reply, **{field: text[:ends[-1]].rstrip()}, finish_reason="stop")
+    text = (getattr(reply, field) or "").rstrip()
+    for m in reversed(list(_SENTENCE_END_RE.finditer(text))):
+        if m.end() < len(text) / 2:
+            break
+        kept = text[:m.end()].rstrip()
+        last = kept.splitlines()[-1].strip() if kept else ""
+        if last and not last.endswith(("：", ":")) and not last.startswith("#"):
+            return replace(reply, **{field: kept}, finish_reason="stop")
+    return None
 
 
 def check_text(reply: TeacherReply, stage: str, min_chars: int, max_repetition: float,
