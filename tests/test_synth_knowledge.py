@@ -91,6 +91,8 @@ def test_unknown_knowledge_becomes_a_search_row(tmp_path):
     saved = json.loads(synth.sibling(tmp_path / "out.jsonl", ".stats.json").read_text(encoding="utf-8"))
     assert saved["knowledge"] == {"probed": 2, "known": 1, "search_rows": 1}
     assert saved["search_rows"]["knowledge"]["abstaining"] == 1
+    report = (tmp_path / "out.report.md").read_text(encoding="utf-8")
+    assert "## Knowledge boundary" in report and "| 0 of 2 | 0 | 1 |" in report and "| 2 of 2 | 1 | 0 |" in report
 
 
 def test_known_share_sets_how_sure_the_student_must_be(tmp_path):

@@ -147,6 +147,16 @@ def report_markdown(rows: Sequence[dict[str, Any]], stats: Mapping[str, Any], fa
         if gold.get("never_matched"):
             lines += [f"Never matched gold: {', '.join(gold['never_matched'])}.", ""]
 
+    probed = [(r["meta"]["knowledge_probe"], r.get("type")) for r in rows if (r.get("meta") or {}).get("knowledge_probe")]
+    if probed:
+        lines += ["## Knowledge boundary", "",
+                  "Stable-knowledge questions the student answered before their row was written "
+                  "(`synth.knowledge_probe`), by how often it was right, and the rows they became: "
+                  "a search row where it did not know the answer.", ""]
+        got = Counter((p["right"], p["of"], t) for p, t in probed)
+        keys = sorted({(right, of) for right, of, _ in got})
+        lines += _table(["right", "thinking rows", "search rows"],
+                        [(f"{right} of {of}", got[right, of, "thinking"], got[right, of, "search"]) for right, of in keys])
     lines += _rejections(stats, failures)
     search = [r for r in rows if r.get("type") == "search"]
     if search:
