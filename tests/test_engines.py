@@ -102,3 +102,23 @@ def test_endpoint_errors_are_one_line(tiny_tokenizer):
             engine.generate([build_messages("x")], Sampling())
     with pytest.raises(ThinksearchError, match="needs a tokenizer"):
         OpenAIEngine("http://127.0.0.1:1/v1", None)
+
+
+@pytest.mark.parametrize(("penalty", "body"), [(1.0, None), (1.1, {"repetition_penalty": 1.1})])
+def test_repetition_penalty_reaches_the_endpoint_only_when_set(tiny_tokenizer, penalty, body):
+    seen = []
+    with ServerThread(completions_app([answer("好。")], seen)) as s:
+        engine = OpenAIEngine(s.url + "/v1", tiny_tokenizer)
+        Agent(engine, FixedSearch(), AgentConfig(max_new_tokens=16, repetition_penalty=penalty)).ask("你好")
+    got = {k: v for k, v in seen[0].items() if "penalty" in k}
+    assert got == (body or {})
+
+
+def test_llamacpp_names_the_penalty_its_own_way():
+    # llama.cpp's server reads repeat_penalty (and ignores repetition_penalty).
+    from thinksearch.engines.llamacpp import LlamaCppEngine
+
+    engine = object.__new__(LlamaCppEngine)
+    engine.served_model = "m"
+    assert engine._params(Sampling(repetition_penalty=1.1))["extra_body"] == {"repeat_penalty": 1.1}
+    assert "extra_body" not in engine._params(Sampling())

@@ -403,3 +403,22 @@ def test_non_utf8_eval_file_names_the_line(tmp_path):
     path.write_bytes('{"type": "thinking", "question": "一"}\n'.encode() + '{"type": "search", "question": "天气"}\n'.encode("gbk"))
     with pytest.raises(ThinksearchError, match=r"gbk.jsonl:2: not valid UTF-8 \(byte 0x[0-9a-f]{2}\); save the file as UTF-8$"):
         ev.load_eval_set(path)
+
+
+def test_repetition_penalty_goes_to_both_decoders_and_into_the_settings_key(tmp_path):
+    from types import SimpleNamespace
+
+    from thinksearch.evaluate import sampling_for
+    from thinksearch.evaluate.agentic import agent_settings
+    from thinksearch.evaluate.outputs import generation_settings
+
+    spec = SimpleNamespace(ref="m")
+    resolved = SimpleNamespace(ref="m", path=str(tmp_path), gguf_file=None, adapter=None)
+    plain, penalised = EvalConfig(), EvalConfig(repetition_penalty=1.1)
+    assert sampling_for(penalised).repetition_penalty == 1.1 and agent_settings(penalised).repetition_penalty == 1.1
+    assert sampling_for(plain).repetition_penalty == 1.0
+    # Outputs saved before the option existed have no such key: at 1 it stays out, so they resume.
+    assert "repetition_penalty" not in generation_settings(spec, resolved, plain)
+    assert generation_settings(spec, resolved, penalised)["repetition_penalty"] == 1.1
+    with pytest.raises(ConfigError, match="repetition-penalty"):
+        EvalConfig(repetition_penalty=0)

@@ -250,6 +250,11 @@ class EvalConfig:
     """0 decodes greedily (the default, reproducible); > 0 samples, seeded by --seed."""
     top_p: float = 1.0
     """Nucleus sampling mass when temperature > 0."""
+    repetition_penalty: float = 1.0
+    """Above 1, lowers the score of tokens the output already holds, greedy decoding included:
+    it breaks the loops a small tuned model falls into ("男演员、女演员、男演员……" until the token
+    limit), which count as undecided. 1: none, the reference's plain greedy decoding. Qwen2.5's
+    own generation config uses 1.05-1.1 (README, The search decision, measures it here)."""
     batch_size: int = 8
     """Questions generated together; 1 generates one at a time."""
     continuous_batching: bool = True
@@ -276,7 +281,7 @@ class EvalConfig:
     """Corpus files whose passage ids gold rows may name: checked when the eval file loads (files that do not exist are skipped)."""
 
     def __post_init__(self) -> None:
-        check_positive(self, "limit_per_type", "max_new_tokens", "batch_size", "max_rounds")
+        check_positive(self, "limit_per_type", "max_new_tokens", "batch_size", "max_rounds", "repetition_penalty")
         check_positive(self, "temperature", allow_zero=True)
         if not 0 < self.top_p <= 1:
             raise invalid("top_p", f"must be in (0, 1], got {self.top_p!r}")

@@ -71,6 +71,8 @@ class LlamaCppEngine(OpenAIEngine):
     Only GGUF models: a tuned model gets here as a GGUF of the merged model (see README).
     """
 
+    REPETITION_PENALTY = "repeat_penalty"  # llama.cpp's name (over the last 64 tokens by default)
+
     def __init__(self, gguf: Path, tokenizer: "PreTrainedTokenizerBase", threads: int | None = None,
                  context_length: int = 4096, parallel: int = 1, cache_prompt: bool = True):
         self._server = start_server(gguf, threads, context_length, parallel, cache_prompt)

@@ -55,6 +55,9 @@ class OpenAIEngine:
     string from their output: a cut ``</tool_call>`` is put back.
     """
 
+    REPETITION_PENALTY = "repetition_penalty"
+    """The request field a repetition penalty goes in (vLLM's and SGLang's name)."""
+
     def __init__(self, base_url: str, tokenizer: "PreTrainedTokenizerBase | None" = None,
                  served_model: str | None = None, api: Literal["completions", "chat"] = "completions",
                  api_key: str | None = None, timeout_s: float = 600.0, context_length: int = 4096,
@@ -111,6 +114,9 @@ class OpenAIEngine:
             p["top_p"] = sampling.top_p
             if sampling.seed is not None:
                 p["seed"] = sampling.seed
+        if sampling.repetition_penalty != 1:
+            # Not an OpenAI API field: vLLM and SGLang read it from the body (sent only when set).
+            p["extra_body"] = {self.REPETITION_PENALTY: sampling.repetition_penalty}
         return p
 
     @staticmethod

@@ -49,6 +49,7 @@ def agent_settings(cfg: EvalConfig) -> AgentConfig:
     return AgentConfig(
         max_rounds=cfg.max_rounds, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
         top_p=cfg.top_p, seed=cfg.seed if cfg.temperature > 0 else None, search=cfg.search,
+        repetition_penalty=cfg.repetition_penalty,
         context_tokens=max(4096, cfg.max_new_tokens * (cfg.max_rounds + 2)),
     )
 

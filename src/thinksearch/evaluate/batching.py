@@ -31,6 +31,7 @@ def sampling_for(cfg: EvalConfig) -> "Sampling":
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         seed=cfg.seed if cfg.temperature > 0 else None,
+        repetition_penalty=cfg.repetition_penalty,
     )
 
 

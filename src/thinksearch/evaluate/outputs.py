@@ -65,6 +65,8 @@ def generation_settings(spec: ModelSpec, resolved: "ResolvedModel", cfg: EvalCon
         "top_p": cfg.top_p if sampled else None,
         "seed": cfg.seed if sampled else None,
         "stop": [fmt.TOOL_CLOSE, *fmt.END_OF_TURN],
+        # Only when set, so the outputs saved before the option existed still resume.
+        **({"repetition_penalty": cfg.repetition_penalty} if cfg.repetition_penalty != 1 else {}),
         **({"agent": agent_loop_settings(cfg)} if cfg.agent else {}),
     }
 
