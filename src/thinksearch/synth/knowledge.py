@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from thinksearch import scoring
 from thinksearch.questions import KNOWLEDGE
+from thinksearch.synth.rows import Item, _request
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.config import SynthConfig
-    from thinksearch.synth.rows import Item
     from thinksearch.teacher import Teacher
 
 PROBE_STAGE = 5
@@ -39,20 +39,15 @@ class Probe:
     of: int
     known: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"right": self.right, "of": self.of, "known": self.known}
 
-
-def probed(cfg: "SynthConfig", item: "Item") -> bool:
+def probed(cfg: "SynthConfig", item: Item) -> bool:
     """Is ``item`` a stable-knowledge question with gold that the probe labels?"""
     g = item.gold
     return cfg.knowledge_probe > 0 and item.type == "thinking" and g is not None and g.checkable and g.category in KNOWLEDGE
 
 
-def probe(items: Sequence["Item"], student: "Teacher", cfg: "SynthConfig", call: Any) -> dict[str, Probe]:
+def probe(items: Sequence[Item], student: "Teacher", cfg: "SynthConfig", call: Any) -> dict[str, Probe]:
     """Label each probed item of ``items`` by its id (the others are left out), in one batched call."""
-    from thinksearch.synth.rows import _request
-
     k = cfg.knowledge_probe
     asked = [it for it in items if probed(cfg, it)]
     # The bare question, as a user would ask it, through the student's own chat template: what

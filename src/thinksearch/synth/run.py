@@ -11,6 +11,7 @@ Run as: ``thinksearch synth --config configs/quickstart.yaml``.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -91,17 +92,22 @@ class _AbstentionCap:
 
     def __init__(self, share: float, target: int, existing: list[dict[str, Any]]):
         self.cap = int(share * target + 1e-9)
-        self.rows = sum(1 for r in existing if r.get("type") == "search" and (r.get("meta") or {}).get("answer") == ABSTAINED
-                        and (r.get("meta") or {}).get("category") not in KNOWLEDGE)
+        self.rows = sum(map(self.capped, existing))
+
+    @staticmethod
+    def capped(row: dict[str, Any]) -> bool:
+        """An abstaining search row that counts against the cap.
+
+        A knowledge question the student got wrong when probed (:mod:`.knowledge`) does not:
+        the shipped corpus holds fresh data only, so its search abstains, and dropping it would
+        leave the student answering such questions from a memory known to be wrong.
+        """
+        meta = row.get("meta") or {}
+        return row.get("type") == "search" and meta.get("answer") == ABSTAINED and meta.get("category") not in KNOWLEDGE
 
     def check(self, row: dict[str, Any]) -> Rejection | None:
-        """None (and the row counted) while there is room, else why the row is dropped.
-
-        A knowledge question the student got wrong when probed (:mod:`.knowledge`) is not
-        capped: the shipped corpus holds fresh data only, so its search abstains, and dropping
-        it would leave the student answering such questions from a memory known to be wrong.
-        """
-        if row["meta"].get("category") in KNOWLEDGE:
+        """None (and the row counted) while there is room, else why the row is dropped."""
+        if not self.capped(row):
             return None
         if self.rows >= self.cap:
             return Rejection("search", "abstention_cap", f"no relevant result, and {self.rows} search rows abstain "
@@ -227,8 +233,6 @@ def synthesize(
                 check()
             student = teacher
             if cfg.knowledge_probe and cfg.probe_model is not None:
-                import dataclasses
-
                 from thinksearch.teacher_choice import make_teacher
 
                 _say(console, f"student (knowledge probe): {cfg.teacher.backend} {cfg.probe_model}")
@@ -330,7 +334,7 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", student: "Teacher", search: "S
                         stats.knowledge["probed"] += 1
                         stats.knowledge["known"] += labels[o.item.id].known
                         if o.row is not None:
-                            o.row["meta"]["knowledge_probe"] = labels[o.item.id].to_dict()
+                            o.row["meta"]["knowledge_probe"] = dataclasses.asdict(labels[o.item.id])
                             stats.knowledge["search_rows"] += o.row["type"] == "search"
             else:
                 assert search is not None
