@@ -48,7 +48,9 @@ class Teacher:
             if "搜索结果" in prompt:
                 text = "不知道。"
             elif "query" in prompt:
-                text = json.dumps({"reasoning": "这个问题我知道答案，直接回答即可。", "query": q.rstrip("？")}, ensure_ascii=False)
+                # A reason that passes the search-reason gate, and is false of a stable fact.
+                text = json.dumps({"reasoning": f"{q.rstrip('？')}会随时间变化，我记得的可能过时，需要查。",
+                                   "query": q.rstrip("？")}, ensure_ascii=False)
             elif prompt.startswith("问题："):  # the answer, given the analysis
                 text = {"12乘以12等于多少？": "144", "水在标准大气压下的沸点是多少摄氏度？": "100摄氏度"}.get(q, "鄱阳湖")
             else:
@@ -81,7 +83,11 @@ def test_unknown_knowledge_becomes_a_search_row(tmp_path):
     lake, boil, sums = (rows[p["question"]] for p in POOL)
     assert lake["type"] == "search" and lake["meta"]["knowledge_probe"] == {"right": 0, "of": 2, "known": False}
     reason = lake["messages"][2]["content"]
-    assert reason.startswith("<thinking>") and ("不确定" in reason or "没有把握" in reason or "记混" in reason)
+    assert reason.startswith("<thinking>") and ("不确定" in reason or "没有把握" in reason)
+    # Code states the measured reason (the probe), in place of the teacher's "it changes", and
+    # does not open by restating the question (the student learned to restate, then search).
+    assert "变化" not in reason and not reason.startswith("<thinking>中国面积") and "中国面积最大的淡水湖是哪个" in reason
+    assert "reasoning: template (knowledge_probe)" in lake["meta"]["gates"]["repairs"]
     # The corpus has nothing on lakes: an abstention, kept although the cap allows none.
     assert lake["meta"]["answer"] == "abstained" and scoring.abstains(lake["messages"][4]["content"])
     assert boil["type"] == "thinking" and boil["meta"]["knowledge_probe"] == {"right": 2, "of": 2, "known": True}
@@ -117,3 +123,9 @@ def test_probe_off_writes_thinking_rows_only(tmp_path):
 def test_bad_probe_settings_name_the_flag(field, value, flag):
     with pytest.raises(ConfigError, match=flag):
         SynthConfig(**{field: value})
+
+
+def test_decision_line_of_a_knowledge_row_does_not_claim_the_fact_changes(tmp_path):
+    _, rows, _ = run(tmp_path, knowledge_probe=2, decision_line=True)
+    lake = rows["中国面积最大的淡水湖是哪个？"]["messages"][2]["content"]
+    assert lake.startswith("<thinking>\n这个问题问的是一个我没有把握的事实，需要搜索核实。\n")

@@ -44,6 +44,8 @@ ABSTAINED = "abstained"
 DECISION_LINES = {
     "thinking": "这个问题靠推理和已有知识就能回答，不需要搜索。",
     "search": "这个问题要用到会变化的最新信息，需要搜索。",
+    # A stable fact the student got wrong when probed (.knowledge): nothing about it changes.
+    "knowledge": "这个问题问的是一个我没有把握的事实，需要搜索核实。",
 }
 
 
@@ -233,14 +235,20 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
         if invented is not None:
             outcomes[i].rejection = invented
             continue
-        problem = reasoning_problem(reasoning, it.question)
-        if problem is not None:
-            if not cfg.search_reason_fallback:
+        # A thinking-pool question here is one the student got wrong when probed (.knowledge):
+        # its reason to search is that measurement, which code states; the teacher's reasons
+        # say "this changes", which is false of a stable fact.
+        why = "knowledge_probe" if it.type == "thinking" else None
+        if why is None:
+            problem = reasoning_problem(reasoning, it.question)
+            if problem is not None and not cfg.search_reason_fallback:
                 outcomes[i].rejection = problem
                 continue
+            why = problem.reason if problem is not None else None
+        if why is not None:
             # Seeded like the row's stage 1: a rerun writes the same wording.
             reasoning = template_reasoning(query, _category_name(it), _seed(cfg, it, 1))
-            outcomes[i].repairs.append(f"{TEMPLATE_REPAIR} ({problem.reason})")
+            outcomes[i].repairs.append(f"{TEMPLATE_REPAIR} ({why})")
         try:
             stats.searches += 1
             results = list(backend.search(query, cfg.search.k))
@@ -299,7 +307,7 @@ def _search_row(it: Item, cfg: "SynthConfig", teacher: "Teacher", backend: "Sear
         + (["grounded"] if answer == "teacher" else [])
     return {
         "id": it.id, "type": "search",
-        "messages": fmt.search_messages(it.question, decided("search", reasoning, cfg), query, text, answer_text),
+        "messages": fmt.search_messages(it.question, decided("knowledge" if it.type == "thinking" else "search", reasoning, cfg), query, text, answer_text),
         "meta": _meta(cfg, teacher, stages, replies, passed, repairs,
                       search_backend=getattr(backend, "name", type(backend).__name__), search_query=query,
                       results=[r.to_dict() for r in results], answer=answer, **_category(it)),

@@ -4,10 +4,11 @@ Both stand in where the teacher's text cannot be used, so both must be specific 
 
 - :func:`template_reasoning`: the thinking of a search row whose teacher gave no usable reason
   (``search_reason_fallback``). It opens with the query and names what changes for the
-  question's category (a price moves daily, an office holder changes at elections, a fact the
-  student got wrong when probed is uncertain …), in one of a few wordings picked by the row's
-  seed, so no single sentence fits every question and the student does not learn one stock
-  phrase as "the reason to search" (issue 19).
+  question's category (a price moves daily, an office holder changes at elections …), in one of
+  a few wordings picked by the row's seed, so no single sentence fits every question and the
+  student does not learn one stock phrase as "the reason to search" (issue 19). A
+  stable-knowledge question the student got wrong when probed gets a reason that says what
+  kind of question it is (a fact to recall, not something to derive) and ends with the query.
 - :func:`abstention`: the answer of a search row none of whose results concerns the question
   (:mod:`.relevance`). It names what was searched and what is missing, and never quotes a
   passage about something else as if it answered.
@@ -52,13 +53,16 @@ TEMPLATE_REASONS: dict[str | None, tuple[str, ...]] = {
     "policies_hours": ("{q}：规定、标准和营业时间会调整，我记得的可能是旧规定，需要搜索最新的官方信息。",
                        "{q}：政策和办事规则时有修订，要查一下现行的规定。",
                        "{q}：开放时间和政策细则可能随时变化，我需要搜索最新公布的版本。"),
-    # Stable knowledge the student got wrong when probed (.knowledge): nothing changes but its memory.
-    "knowledge": ("{q}：这是一个具体的事实，我记得不确定，凭记忆回答可能出错，需要搜索核实。",
-                  "{q}：我对这个知识点没有把握，要查一下可靠的资料再回答。",
-                  "{q}：这类事实我容易记混，需要搜索确认准确的答案。"),
-    "science": ("{q}：这个科学问题的关键原理我记得不准，需要搜索可靠的解释再回答。",
-                "{q}：我对其中的原理没有把握，要查一下权威的科普资料。",
-                "{q}：凭记忆解释可能出错，我需要搜索核实相关的科学知识。"),
+    # Stable knowledge the student got wrong when probed (.knowledge): nothing changes but its
+    # memory. These open with what kind of question it is, not with the query: a reason that
+    # opens by restating the question taught the student "restate, then search", which it
+    # then did on arithmetic and logic questions too (issue 20).
+    "knowledge": ("这不是靠推理或计算能得出的，而是一个要记住的具体事实；我试着回忆，没有把握答对，需要搜索“{q}”核实。",
+                  "题目里没有可以推算的条件，答案是需要记住的知识；我记得不确定，凭印象回答容易出错，要先搜索“{q}”。",
+                  "这是一个具体的知识点，推理得不出来，只能靠记忆或查资料；我对答案没有把握，需要查一下“{q}”。"),
+    "science": ("这题要讲清背后的科学原理，靠的是准确的知识而不是从题目推算；我对这个原理记得不准，需要搜索“{q}”的可靠解释。",
+                "解释这个现象需要可靠的科学知识，题目本身不提供推理的条件；凭记忆解释可能出错，要查“{q}”的科普资料。",
+                "这不是计算题，而是要说明科学道理；我对其中的原理没有把握，需要搜索“{q}”核实后再回答。"),
     None: ("{q}：这类信息会随时间变化，我记得的可能已经过时，需要搜索最新的情况。",
            "{q}：这个问题的答案会更新，凭记忆回答可能不准，要查一下最新信息。",
            "{q}：我没有关于这件事的最新数据，需要搜索近期的资料再回答。"),
