@@ -1,6 +1,6 @@
 """The search rows' gates end to end, with a scripted teacher and search: relevance (unrelated
 results give a code-written abstention, never a grounded answer quoting them), the query gate
-(numbers the question lacks), the number gate (numbers in neither question nor results), the
+(numbers the question lacks, no key term of it, a claim it does not make), the number gate (numbers in neither question nor results), the
 per-category template reasons, and their counts in data.stats.json. Each test fails with the
 gate switched off, which the off-switch cases show."""
 
@@ -25,6 +25,7 @@ QUESTIONS = {
     "VS Code最新版本是多少？": "releases",       # the teacher invents a version in the query
     "比特币现在多少钱？": "prices",             # the answer invents a number
     "王者荣耀新出的英雄是谁？": "releases",     # the teacher searches for a name it made up
+    "星巴克营业到几点？": "policies_hours",     # the teacher searches for its own guess, a statement
 }
 
 
@@ -60,7 +61,7 @@ class Teacher:
                         "比特币现在多少钱？": "比特币现在约12万美元[1]。"}.get(q, "日本首相石破茂[1]。")
             else:
                 query = {"VS Code最新版本是多少？": "VS Code 最近一次更新了 2023.7.2。",
-                         "王者荣耀新出的英雄是谁？": "艾瑞克"}.get(q, q.rstrip("？")[:8])
+                         "王者荣耀新出的英雄是谁？": "艾瑞克", "星巴克营业到几点？": "星巴克全天营业。"}.get(q, q.rstrip("？")[:8])
                 text = json.dumps({"reasoning": "这个问题我知道答案，直接回答即可。", "query": query}, ensure_ascii=False)
             out.append(TeacherReply(text))
         return out
@@ -97,7 +98,9 @@ def test_gates_on(tmp_path):
     assert failures["比特币现在多少钱？"]["reason"] == "unsupported_numbers"
     # ... and so is a query that shares no key term with the question.
     assert failures["王者荣耀新出的英雄是谁？"]["reason"] == "query_off_topic"
-    assert stats.rejected == {"query/query_invented": 1, "query/query_off_topic": 1, "grounded/unsupported_numbers": 1}
+    assert failures["星巴克营业到几点？"]["reason"] == "query_statement"
+    assert stats.rejected == {"query/query_invented": 1, "query/query_off_topic": 1, "query/query_statement": 1,
+                              "grounded/unsupported_numbers": 1}
     # Template reasons name the category's change; counts by category in the stats file.
     assert "价格" in rows["黄金价格每克多少钱？"]["messages"][2]["content"]
     assert "职务" in uk["messages"][2]["content"] or "职位" in uk["messages"][2]["content"] \
@@ -116,7 +119,8 @@ def test_gates_off(tmp_path):
     # Without the gates the same teacher's misattribution and inventions all become rows:
     # the failures above are the gates' doing.
     stats, rows, failures, teacher = run(tmp_path, relevance_gate=False, query_gate=False, number_gate=False)
-    assert not failures and len(rows) == 5
+    assert not failures and len(rows) == 6
+    assert rows["星巴克营业到几点？"]["meta"]["search_query"] == "星巴克全天营业。"
     assert rows["王者荣耀新出的英雄是谁？"]["meta"]["search_query"] == "艾瑞克"
     assert rows["英国首相叫什么名字？"]["messages"][4]["content"] == "日本首相石破茂[1]。"
     assert rows["VS Code最新版本是多少？"]["meta"]["search_query"] == "VS Code 最近一次更新了 2023.7.2。"

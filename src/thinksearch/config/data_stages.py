@@ -183,7 +183,8 @@ class SynthConfig:
     query_gate: bool = True
     """Gate: reject a search query with numbers the question does not have (an invented
     version, date or figure), as query/query_invented, or with none of the question's key terms
-    (a made-up name), as query/query_off_topic."""
+    (a made-up name), as query/query_off_topic, or that states a claim the question does not
+    make (a clause ending in 。 or ！: the teacher's guess), as query/query_statement."""
     number_gate: bool = True
     """Gate: reject a grounded answer with numbers found neither in the question nor in the
     results (the eval's unsupported-number check), as grounded/unsupported_numbers."""

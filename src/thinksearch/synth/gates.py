@@ -73,6 +73,7 @@ def clean(text: str) -> str:
 
 
 _SENTENCE_END_RE = re.compile(r"[。！？!?；;]|\n")
+_STATEMENT_RE = re.compile(r"[^。！!]*[。！!]")  # clauses up to a full stop or exclamation mark
 
 
 def trimmed(reply: TeacherReply, use_reasoning: bool = False) -> TeacherReply | None:
@@ -309,6 +310,15 @@ def invented_in_query(query: str, question: str) -> Rejection | None:
 
     >>> invented_in_query("艾瑞克", "王者荣耀新出的英雄是谁？").reason
     'query_off_topic'
+
+    Nor may it state something (a clause ended by 。 or ！ that the question does not hold): the
+    teacher's guess at the answer, searched as if it were the subject ("温度高，静电电会降低门把手的温度。"
+    for the static-shock question), teaches searching for a claim.
+
+    >>> invented_in_query("星巴克全天营业。", "星巴克营业到几点？").reason
+    'query_statement'
+    >>> invented_in_query("星巴克营业到几点？", "星巴克营业到几点？") is None
+    True
     """
     from thinksearch import scoring
     from thinksearch.synth.relevance import coverage, key_terms
@@ -321,6 +331,9 @@ def invented_in_query(query: str, question: str) -> Rejection | None:
     terms = key_terms(question)
     if terms and coverage(terms, query) == 0:
         return Rejection("query", "query_off_topic", f"none of the question's key terms ({', '.join(t.word for t in terms)})", query)
+    said = [c for c in _STATEMENT_RE.findall(query) if qs.key(c) not in qs.key(question)]
+    if said:
+        return Rejection("query", "query_statement", f"states what the question does not: {said[0].strip()}", query)
     return None
 
 
