@@ -8,7 +8,8 @@ baseline = every result counts as relevant (the synth before the gate); ours = t
 "ratio" is the share of questions that keep a relevant result under the gate (how many search
 rows can be grounded rather than abstain). Both word splitters are measured (jieba when
 rjieba is installed, and the bigram fallback), and a few thresholds around the default, with
-cases on both sides printed for reading.
+cases on both sides printed for reading; so is the rule without its proper-noun check, with
+the cases that check drops.
 
 Run as: ``python bench/bench_relevance.py`` (writes bench/results/relevance.json).
 """
@@ -36,18 +37,28 @@ THRESHOLDS = (0.4, 0.5, 0.6, 0.75, 1.0)
 
 def measure(pool: list[dict], backend: LocalBackend, splitter: str, k: int) -> dict:
     per_threshold = {t: Counter() for t in THRESHOLDS}
+    coverage_only: Counter = Counter()  # the rule without its proper-noun check, at the default threshold
     cases = []
     any_result: Counter = Counter()
     for q in pool:
         results = backend.search(q["question"], k)
         any_result[q["category"]] += bool(results)
         terms = relevance.key_terms(q["question"], splitter)
-        scores = [relevance.coverage(terms, relevance.result_text(r)) for r in results]
+        texts = [relevance.result_text(r) for r in results]
+        scores = [relevance.coverage(terms, t) for t in texts]
+        named = [relevance.names_found(terms, t) for t in texts]
         for t in THRESHOLDS:
-            per_threshold[t][q["category"]] += any(s >= t for s in scores) if terms else bool(results)
+            per_threshold[t][q["category"]] += any(s >= t and ok for s, ok in zip(scores, named)) if terms else bool(results)
+        coverage_only[q["category"]] += any(s >= relevance.THRESHOLD for s in scores) if terms else bool(results)
         cases.append({"question": q["question"], "category": q["category"], "terms": [t.word for t in terms],
-                      "results": [{"title": r.title, "coverage": round(s, 2)} for r, s in zip(results, scores)]})
-    return {"any_result": any_result, "per_threshold": per_threshold, "cases": cases}
+                      "names": [t.word for t in terms if t.name],
+                      "results": [{"title": r.title, "coverage": round(s, 2), "names_found": ok}
+                                  for r, s, ok in zip(results, scores, named)]})
+    return {"any_result": any_result, "per_threshold": per_threshold, "coverage_only": coverage_only, "cases": cases}
+
+
+def _relevant(r: dict) -> bool:
+    return r["coverage"] >= relevance.THRESHOLD and r["names_found"]
 
 
 def main() -> None:
@@ -71,27 +82,34 @@ def main() -> None:
             figures[splitter] = {
                 "questions_with_results": sum(m["any_result"].values()),
                 "questions_with_a_relevant_result": {str(t): sum(c.values()) for t, c in m["per_threshold"].items()},
+                "without_the_proper_noun_check": sum(m["coverage_only"].values()),
                 "by_category": {c: {"questions": cats[c], "with_results": m["any_result"][c],
                                     "relevant": m["per_threshold"][relevance.THRESHOLD][c]} for c in sorted(cats)},
             }
             kept_cases[splitter] = m["cases"]
     main_splitter = splitters[0]
     cases = kept_cases[main_splitter]
-    ok = [c for c in cases if any(r["coverage"] >= relevance.THRESHOLD for r in c["results"])]
-    no = [c for c in cases if not any(r["coverage"] >= relevance.THRESHOLD for r in c["results"])]
+    ok = [c for c in cases if any(_relevant(r) for r in c["results"])]
+    no = [c for c in cases if not any(_relevant(r) for r in c["results"])]
+    # Results the coverage alone would keep and the proper-noun check drops: read them.
+    by_names = [c for c in cases if any(r["coverage"] >= relevance.THRESHOLD and not r["names_found"] for r in c["results"])]
     rng = random.Random(0)
-    shown = {"kept": rng.sample(ok, min(args.cases, len(ok))), "rejected": rng.sample(no, min(args.cases, len(no)))}
+    shown = {"kept": rng.sample(ok, min(args.cases, len(ok))), "rejected": rng.sample(no, min(args.cases, len(no))),
+             "dropped_by_the_proper_noun_check": rng.sample(by_names, min(args.cases, len(by_names)))}
     for side, picked in shown.items():
         print(f"--- {side}")
         for c in picked:
-            print(c["category"], c["question"], c["terms"], [(r["title"][:30], r["coverage"]) for r in c["results"]])
+            print(c["category"], c["question"], c["terms"], c["names"],
+                  [(r["title"][:30], r["coverage"], r["names_found"]) for r in c["results"]])
     relevant_n = figures[main_splitter]["questions_with_a_relevant_result"][str(relevance.THRESHOLD)]
     write_result(
         "relevance",
         baseline={"rule": "every result counts as relevant", "questions": n,
                   "questions_with_a_relevant_result": figures[main_splitter]["questions_with_results"]},
-        ours={"rule": f"key-term coverage >= {relevance.THRESHOLD} ({main_splitter} words)", "questions": n,
-              "questions_with_a_relevant_result": relevant_n},
+        ours={"rule": f"key-term coverage >= {relevance.THRESHOLD} and every proper noun named ({main_splitter} words)",
+              "questions": n, "questions_with_a_relevant_result": relevant_n,
+              "without_the_proper_noun_check": figures[main_splitter]["without_the_proper_noun_check"],
+              "questions_where_the_check_drops_a_result": len(by_names)},
         ratio=relevant_n / n, target=0.5,
         notes=("a measurement, not a speed-up: ratio = share of the training search pool's questions (searched "
                "as their own query) that keep at least one relevant result; the rest would be abstention rows. "

@@ -133,6 +133,10 @@ def test_relevance_rule():
     # Sub-words earn partial credit: 金价 stands for 黄金价格 under jieba.
     if segment.jieba_available():
         assert relevance.relevant("黄金价格每克多少钱？", [Result("国际金价创新高", "每克约800元")]) == [True]
+        # Two of three key terms (PM2.5, 浓度) are the 60%, but the place named is another:
+        # a proper noun of the question must be in the result.
+        assert relevance.relevant("西安的PM2.5浓度是多少？", [Result("北京PM2.5浓度十年变化", "北京PM2.5年均浓度30.5微克"),
+                                                          Result("西安空气质量", "西安PM2.5年均浓度45微克")]) == [False, True]
     # A question of stop words only cannot be checked: nothing is refused.
     assert relevance.relevant("现在是什么？", [Result("无关", "无关")], splitter="bigram") == [True]
 

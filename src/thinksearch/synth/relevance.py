@@ -11,8 +11,12 @@ shown a passage about something else, quotes it as if it answered (issue 19). Th
   1 when it is there whole, and the share of its search-mode sub-words there otherwise
   (``黄金价格`` → 黄金, 金价, 价格), so a result that says 金价 where the question says 黄金价格
   still counts, and one about 日本首相 earns half of ``英国首相``.
-- A result is **relevant** when its coverage reaches ``THRESHOLD``. bench/bench_relevance.py
-  measures the rule on the shipped corpus and the training search pool.
+- A result is **relevant** when its coverage reaches ``THRESHOLD`` and it names every proper
+  noun among the key terms (places, people, organisations, brands, by jieba's part-of-speech
+  tags; whole, or half of its sub-words): coverage alone let a passage on 北京's PM2.5 answer
+  西安's, and 阿根廷比索 answer 墨西哥比索, because the generic words (PM2.5, 浓度, 比索, 汇率) made
+  the 60%. bench/bench_relevance.py measures the rule on the shipped corpus and the training
+  search pool.
 
 Run as: ``python -c "from thinksearch.synth.relevance import key_terms; print(key_terms('英国首相叫什么名字？'))"``.
 """
@@ -46,12 +50,18 @@ _WORD_RE = re.compile(r"[^\W_]")
 _CJK_RE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
+# jieba's tags of proper nouns: place, person, organisation, other name (brands, products).
+NAME_TAGS = frozenset({"ns", "nr", "nrt", "nrfg", "nt", "nz"})
+
+
 @dataclass(frozen=True)
 class Term:
     """A key term and the sub-words that earn it partial credit when it is not found whole."""
 
     word: str
     parts: tuple[str, ...] = ()
+    name: bool = False
+    """A proper noun (jieba's tag): a relevant result must name it."""
 
 
 def _fold(text: str) -> str:
@@ -61,14 +71,16 @@ def _fold(text: str) -> str:
 def _jieba_terms(question: str) -> list[Term]:
     import rjieba
 
+    text = _fold(question)
+    tags = {w.strip(): tag for w, tag in reversed(rjieba.tag(text))}  # the first tag of a word wins
     terms: list[Term] = []
-    for w in rjieba.cut(_fold(question)):
+    for w in rjieba.cut(text):
         w = w.strip()
         if not _WORD_RE.search(w) or w in STOPWORDS or (len(w) == 1 and _CJK_RE.match(w)):
             continue  # one ideograph alone (新, 卖, 钱) is too common to tell subjects apart
         parts = tuple(p for p in rjieba.cut_for_search(w) if p != w and len(p) >= 2 and p not in STOPWORDS)
         if w not in (t.word for t in terms):
-            terms.append(Term(w, parts))
+            terms.append(Term(w, parts, tags.get(w) in NAME_TAGS))
     return terms
 
 
@@ -115,13 +127,27 @@ def coverage(terms: Sequence[Term], text: str) -> float:
     return got / len(terms)
 
 
+def names_found(terms: Sequence[Term], text: str) -> bool:
+    """Whether ``text`` names every proper noun of ``terms`` (whole, or half its sub-words).
+
+    >>> names_found([Term("西安", name=True), Term("浓度")], "北京PM2.5浓度十年变化")
+    False
+    >>> names_found([Term("三星电子", ("三星", "电子"), name=True)], "三星Galaxy S25")
+    True
+    """
+    text = _fold(text)
+    return all(t.word in text or (t.parts and 2 * sum(p in text for p in t.parts) >= len(t.parts))
+               for t in terms if t.name)
+
+
 def result_text(result: "Result") -> str:
     return f"{result.title}\n{result.snippet}"
 
 
 def relevant(question: str, results: Sequence["Result"], threshold: float = THRESHOLD,
              splitter: str = "auto") -> list[bool]:
-    """For each result, whether it concerns ``question``'s subject (coverage >= ``threshold``).
+    """For each result, whether it concerns ``question``'s subject: coverage >= ``threshold``,
+    and every proper noun of the question named (:func:`names_found`).
 
     A question with no key term at all (every word a stop word) cannot be checked, and every
     result counts as relevant: the gate refuses what it can tell apart, nothing more.
@@ -133,4 +159,4 @@ def relevant(question: str, results: Sequence["Result"], threshold: float = THRE
     terms = key_terms(question, splitter)
     if not terms:
         return [True] * len(results)
-    return [coverage(terms, result_text(r)) >= threshold for r in results]
+    return [coverage(terms, result_text(r)) >= threshold and names_found(terms, result_text(r)) for r in results]
