@@ -1,7 +1,8 @@
 """The search rows' gates end to end, with a scripted teacher and search: relevance (unrelated
 results give a code-written abstention, never a grounded answer quoting them), the query gate
-(numbers the question lacks, no key term of it, a claim it does not make), the number gate (numbers in neither question nor results), the
-per-category template reasons, and their counts in data.stats.json. Each test fails with the
+(numbers the question lacks, no key term of it, a claim it does not make), the number gate
+(numbers in neither question nor results), the per-category template reasons, and their counts
+in data.stats.json. Each test fails with the
 gate switched off, which the off-switch cases show."""
 
 from __future__ import annotations

@@ -118,13 +118,14 @@ def coverage(terms: Sequence[Term], text: str) -> float:
     if not terms:
         return 0.0
     text = _fold(text)
-    got = 0.0
-    for t in terms:
-        if t.word in text:
-            got += 1
-        elif t.parts:
-            got += sum(p in text for p in t.parts) / len(t.parts)
-    return got / len(terms)
+    return sum(_found(t, text) for t in terms) / len(terms)
+
+
+def _found(term: Term, folded: str) -> float:
+    """1 when ``term`` is in ``folded`` whole, else the share of its sub-words there."""
+    if term.word in folded:
+        return 1.0
+    return sum(p in folded for p in term.parts) / len(term.parts) if term.parts else 0.0
 
 
 def names_found(terms: Sequence[Term], text: str) -> bool:
@@ -136,8 +137,7 @@ def names_found(terms: Sequence[Term], text: str) -> bool:
     True
     """
     text = _fold(text)
-    return all(t.word in text or (t.parts and 2 * sum(p in text for p in t.parts) >= len(t.parts))
-               for t in terms if t.name)
+    return all(_found(t, text) >= 0.5 for t in terms if t.name)
 
 
 def result_text(result: "Result") -> str:
@@ -159,4 +159,5 @@ def relevant(question: str, results: Sequence["Result"], threshold: float = THRE
     terms = key_terms(question, splitter)
     if not terms:
         return [True] * len(results)
-    return [coverage(terms, result_text(r)) >= threshold and names_found(terms, result_text(r)) for r in results]
+    texts = [result_text(r) for r in results]
+    return [coverage(terms, t) >= threshold and names_found(terms, t) for t in texts]

@@ -199,6 +199,11 @@ def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig"
     return outcomes
 
 
+def _probed_unknown(item: Item) -> bool:
+    """A thinking-pool question in a search batch: one the student got wrong when probed (.knowledge)."""
+    return item.type == "thinking"
+
+
 def _category_name(item: Item) -> str | None:
     return item.gold.category if item.gold is not None else None
 
@@ -235,10 +240,10 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
         if invented is not None:
             outcomes[i].rejection = invented
             continue
-        # A thinking-pool question here is one the student got wrong when probed (.knowledge):
-        # its reason to search is that measurement, which code states; the teacher's reasons
-        # say "this changes", which is false of a stable fact.
-        why = "knowledge_probe" if it.type == "thinking" else None
+        # The reason to search a question the student got wrong when probed is that
+        # measurement, which code states; the teacher's reasons say "this changes", which is
+        # false of a stable fact.
+        why = "knowledge_probe" if _probed_unknown(it) else None
         if why is None:
             problem = reasoning_problem(reasoning, it.question)
             if problem is not None and not cfg.search_reason_fallback:
@@ -307,7 +312,7 @@ def _search_row(it: Item, cfg: "SynthConfig", teacher: "Teacher", backend: "Sear
         + (["grounded"] if answer == "teacher" else [])
     return {
         "id": it.id, "type": "search",
-        "messages": fmt.search_messages(it.question, decided("knowledge" if it.type == "thinking" else "search", reasoning, cfg), query, text, answer_text),
+        "messages": fmt.search_messages(it.question, decided("knowledge" if _probed_unknown(it) else "search", reasoning, cfg), query, text, answer_text),
         "meta": _meta(cfg, teacher, stages, replies, passed, repairs,
                       search_backend=getattr(backend, "name", type(backend).__name__), search_query=query,
                       results=[r.to_dict() for r in results], answer=answer, **_category(it)),
