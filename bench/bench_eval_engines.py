@@ -30,6 +30,9 @@ engines read the same tool turns, so the time is the models' alone.
 
 The GGUF llama.cpp runs is the base (+ ``--adapter``, merged) exported at ``--qtype`` (q8_0,
 what ``thinksearch eval`` exports a tuned model to; f16 to see whether q8_0 loses decisions).
+``--qtype q8_0 f16`` runs llama.cpp once per qtype against a single transformers run (the slow
+half): the JSON's ``by_qtype`` has each one's speed and agreement, the headline is the first.
+Agreement alone, on the whole set: ``--max-rounds 1`` (the first turn is all it compares).
 With an adapter the export goes through the evaluation's own GGUF cache, so a later
 ``thinksearch eval`` of the same adapter reuses it.
 
@@ -208,18 +211,21 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                      agent=True, dtype="float32", device="cpu")
     print(f"{base}{' + ' + adapter if adapter else ''}: {len(items)} questions from {source}, "
           f"{cfg.max_new_tokens} new tokens, up to {cfg.max_rounds} rounds, batch {BATCH}", file=sys.stderr)
-    gguf, made = gguf_for(base, adapter, like, args.qtype, tmp)
     resolved = models.resolve(base, adapter, prepare_alias=False)
-
-    # llama.cpp first, closed before transformers loads: one model in memory at a time, as in eval.
-    engine = LlamaCppEngine(gguf, models.load_tokenizer(resolved), context_length=agent_settings(cfg).context_tokens,
-                            parallel=BATCH)
-    try:
-        ours_recs, ours = run_engine(engine, items, cfg)
-    finally:
-        engine.close()
-    ours.update(gguf=gguf.name, qtype=args.qtype, made=made, parallel_slots=BATCH, threads="all cores (os.cpu_count())")
-    print(f"  llama.cpp: {ours}", file=sys.stderr)
+    # llama.cpp first, each GGUF closed before the next and before transformers loads: one model
+    # in memory at a time, as in eval. The transformers half, the slow one, runs once for all qtypes.
+    runs: dict[str, tuple[dict, dict]] = {}
+    for qtype in args.qtype:
+        gguf, made = gguf_for(base, adapter, like, qtype, tmp)
+        engine = LlamaCppEngine(gguf, models.load_tokenizer(resolved), context_length=agent_settings(cfg).context_tokens,
+                                parallel=BATCH)
+        try:
+            recs, ours = run_engine(engine, items, cfg)
+        finally:
+            engine.close()
+        ours.update(gguf=gguf.name, qtype=qtype, made=made, parallel_slots=BATCH, threads="all cores (os.cpu_count())")
+        print(f"  llama.cpp {qtype}: {ours}", file=sys.stderr)
+        runs[qtype] = recs, ours
 
     model, tok = models.load(base, adapter, dtype=cfg.dtype, device="cpu")
     engine = BatchingEngine(model, tok, BATCH, continuous=True)
@@ -227,31 +233,35 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     baseline.update(dtype=cfg.dtype, batch_size=BATCH, continuous_batching=True, torch_threads=torch.get_num_threads())
     print(f"  transformers: {baseline}", file=sys.stderr)
     del model, engine
+    by_qtype = {q: {"ours": ours, "agreement": agreement(items, recs, base_recs)} for q, (recs, ours) in runs.items()}
+    first = by_qtype[args.qtype[0]]
     return {"base": base, "adapter": adapter, "items": items, "source": source, "max_new_tokens": cfg.max_new_tokens,
-            "max_rounds": cfg.max_rounds, "ours": ours, "baseline": baseline,
-            "agreement": agreement(items, ours_recs, base_recs)}
+            "max_rounds": cfg.max_rounds, "baseline": baseline, **first, "by_qtype": by_qtype}
 
 
 def save(args: argparse.Namespace, r: dict[str, Any]) -> Path:
     ours, baseline, agree = r["ours"], r["baseline"], r["agreement"]
     ratio = ours["questions_per_min"] / baseline["questions_per_min"]
-    ours["ratio"] = round(ratio, 3)
-    ours["cpu_ratio"] = round(baseline["cpu_seconds"] / ours["cpu_seconds"], 3)
-    ours["tokens_per_s_ratio"] = round(ours["tokens_per_s"] / baseline["tokens_per_s"], 3)
+    for side in r["by_qtype"].values():
+        o = side["ours"]
+        o["ratio"] = round(o["questions_per_min"] / baseline["questions_per_min"], 3)
+        o["cpu_ratio"] = round(baseline["cpu_seconds"] / o["cpu_seconds"], 3)
+        o["tokens_per_s_ratio"] = round(o["tokens_per_s"] / baseline["tokens_per_s"], 3)
     both = agree["both"]
     ci = both["ci95"] or [0, 0]
     notes = (
         f"Greedy, same {len(r['items'])} questions through the agent loop (thinksearch.evaluate.agentic.run_agent), "
         f"max_new_tokens {r['max_new_tokens']}, up to {r['max_rounds']} rounds, a fixed search backend (the same "
         "passages for every query, so only the models are timed), one after the other in one process. "
-        f"ratio = llama.cpp questions/min ({args.qtype} GGUF, {BATCH} parallel slots) / transformers questions/min "
+        f"ratio = llama.cpp questions/min ({args.qtype[0]} GGUF, {BATCH} parallel slots) / transformers questions/min "
         f"(float32, continuous batching, batch {BATCH}); cpu_ratio the same with process CPU seconds. Each engine "
         "first answers 8 warm-up questions not in the set; llama.cpp keeps its prompt cache on, as thinksearch eval "
         "does (it reuses the shared system prompt and each question's earlier rounds; transformers' continuous "
         "batching shares the system prompt within a call). The engines can take different numbers of rounds and "
         "tokens where their decisions differ: tokens_per_s_ratio is the per-token figure. "
         f"Agreement (first turn): same search and thinking decision on {both['k']}/{both['n']} "
-        f"({100 * (both['rate'] or 0):.1f}%, 95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f}%). "
+        f"({100 * (both['rate'] or 0):.1f}%, 95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f}%) at {args.qtype[0]}; "
+        "by_qtype has the speed and agreement of every qtype run (--qtype q8_0 f16) against the one transformers run. "
         "The transformers model is the base as thinksearch loads it (the offline alias's GGUF dequantized to float32) "
         "plus the adapter; the llama.cpp model is that, merged and exported at the qtype. Shared 2-core machine: "
         "absolute times are noisy, the ratio is what counts.")
@@ -265,7 +275,8 @@ def save(args: argparse.Namespace, r: dict[str, Any]) -> Path:
             "adapter": r["adapter"] and ("tiny random LoRA" if args.quick and not args.adapter else r["adapter"]),
             "questions": len(r["items"]), "question_source": r["source"],
             "question_types": {t: sum(i.type == t for i in r["items"]) for t in ("thinking", "search")},
-            "max_new_tokens": r["max_new_tokens"], "max_rounds": r["max_rounds"], "qtype": args.qtype,
+            "max_new_tokens": r["max_new_tokens"], "max_rounds": r["max_rounds"], "qtype": args.qtype[0],
+            "by_qtype": {q: {"ours": v["ours"], "agreement": v["agreement"]} for q, v in r["by_qtype"].items()},
             "agreement": agree, "agreement_target": 0.95,
             "agreement_meets_target": (both["rate"] or 0) >= 0.95,
         },
@@ -279,7 +290,9 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--max-new-tokens", type=int, default=None, help="per round; default 512 as thinksearch eval (--quick: 8)")
     ap.add_argument("--max-rounds", type=int, default=None, help="agent rounds per question; default 3 as thinksearch eval (--quick: 2)")
     ap.add_argument("--adapter", default=None, help="LoRA adapter directory on the base; default: the base alone (--quick: a tiny random one)")
-    ap.add_argument("--qtype", choices=("q8_0", "f16"), default="q8_0", help="what the GGUF is exported as (gguf_export.export_gguf)")
+    ap.add_argument("--qtype", choices=("q8_0", "f16"), nargs="+", default=["q8_0"],
+                    help="what the GGUF is exported as (gguf_export.export_gguf); several: each runs through llama.cpp against "
+                         "one transformers run, the first gives the headline ratio and agreement")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "eval" / "test.jsonl")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/eval_engines.json; --quick: eval_engines_quick.json)")
     args = ap.parse_args(argv)

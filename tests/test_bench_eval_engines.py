@@ -23,7 +23,7 @@ def bench():
 def test_quick_run_writes_both_engines_the_ratio_and_the_agreement(bench, tmp_path):
     pytest.importorskip("xllamacpp")
     out = tmp_path / "r" / "eng.json"
-    assert bench.main(["--quick", "--questions", "4", "--max-new-tokens", "4", "--out", str(out)]) == out
+    assert bench.main(["--quick", "--questions", "4", "--max-new-tokens", "4", "--qtype", "q8_0", "f16", "--out", str(out)]) == out
     r = json.loads(out.read_text(encoding="utf-8"))
     assert r["name"] == "eng" and r["target"] == 3.0 and r["questions"] == 4
     assert r["ours"]["engine"].startswith("llamacpp") and r["ours"]["qtype"] == "q8_0"
@@ -35,6 +35,11 @@ def test_quick_run_writes_both_engines_the_ratio_and_the_agreement(bench, tmp_pa
     assert both["n"] == 4 and 0 <= both["k"] <= 4 and both["ci95"][0] <= both["rate"] <= both["ci95"][1] + 1e-9  # Wilson at k = n: 1 - 1e-16
     assert {"search", "thinking", "identical_first_turn"} <= set(r["agreement"])
     assert r["agreement_meets_target"] == (both["rate"] >= 0.95)
+    # Each qtype against the one transformers run; the headline is the first.
+    assert list(r["by_qtype"]) == ["q8_0", "f16"] and r["by_qtype"]["q8_0"]["agreement"] == r["agreement"]
+    f16 = r["by_qtype"]["f16"]
+    assert f16["ours"]["qtype"] == "f16" and f16["agreement"]["both"]["n"] == 4
+    assert f16["ours"]["ratio"] == pytest.approx(f16["ours"]["questions_per_min"] / r["baseline"]["questions_per_min"], abs=1e-3)
 
 
 def test_agreement_compares_decisions_and_shows_at_most_five(bench):
