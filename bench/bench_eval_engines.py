@@ -1,4 +1,4 @@
-"""Benchmark: evaluation through llama.cpp (a q8_0 GGUF, 8 parallel slots) against transformers (fp32,
+"""Benchmark: evaluation through llama.cpp (a GGUF export, 8 parallel slots) against transformers (fp32,
 continuous batching, batch 8), same model, same questions, same decoding.
 
 Full run (the offline 0.5B model, all 240 questions of data/eval/test.jsonl, 512 new tokens,
@@ -28,8 +28,9 @@ engines read the same tool turns, so the time is the models' alone.
    or not) and the same ``<thinking>`` decision (opened or not), as counts, rates and 95%
    Wilson intervals (target 95%), with up to 5 disagreements shown.
 
-The GGUF llama.cpp runs is the base (+ ``--adapter``, merged) exported at ``--qtype`` (q8_0,
-what ``thinksearch eval`` exports a tuned model to; f16 to see whether q8_0 loses decisions).
+The GGUF llama.cpp runs is the base (+ ``--adapter``, merged) exported at ``--qtype`` (default
+what ``thinksearch eval`` exports a tuned model to, ``gguf_cache.QTYPE``: f16 since q8_0 lost
+decisions here).
 ``--qtype q8_0 f16`` runs llama.cpp once per qtype against a single transformers run (the slow
 half): the JSON's ``by_qtype`` has each one's speed and agreement, the headline is the first.
 Agreement alone, on the whole set: ``--max-rounds 1`` (the first turn is all it compares).
@@ -284,13 +285,15 @@ def save(args: argparse.Namespace, r: dict[str, Any]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    from thinksearch.gguf_cache import QTYPE
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny in-process model and adapter: checks the script, measures nothing real")
     ap.add_argument("--questions", type=int, default=None, help="default: all of --data (--quick: 16)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="per round; default 512 as thinksearch eval (--quick: 8)")
     ap.add_argument("--max-rounds", type=int, default=None, help="agent rounds per question; default 3 as thinksearch eval (--quick: 2)")
     ap.add_argument("--adapter", default=None, help="LoRA adapter directory on the base; default: the base alone (--quick: a tiny random one)")
-    ap.add_argument("--qtype", choices=("q8_0", "f16"), nargs="+", default=["q8_0"],
+    ap.add_argument("--qtype", choices=("q8_0", "f16"), nargs="+", default=[QTYPE],
                     help="what the GGUF is exported as (gguf_export.export_gguf); several: each runs through llama.cpp against "
                          "one transformers run, the first gives the headline ratio and agreement")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "eval" / "test.jsonl")

@@ -1,4 +1,4 @@
-"""The GGUF cache: one export per adapter version, never a stale one (tiny model, f32/q8_0 exports)."""
+"""The GGUF cache: one export per adapter version, never a stale one (tiny model, f32 and f16 exports)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def test_export_writes_model_gguf_once_and_the_summary_names_the_engines(tmp_pat
     assert pipeline.STAGES["export"](cfg, paths, said.append, False) == "done"
     assert paths.gguf.stat().st_ino == inode and sum("exporting" in m for m in said) == 1
     rows = dict(pipeline.summary_rows(pipeline.summarize(paths, {"stages": {"train": {}, "export": {"status": "done"}}})))
-    assert rows["engine: export"] == "gguf (q8_0) → model.gguf" and rows["engine: train"] == "transformers + PEFT (LoRA)"
+    assert rows["engine: export"] == "gguf (f16) → model.gguf" and rows["engine: train"] == "transformers + PEFT (LoRA)"
     shutil.rmtree(paths.adapter)
     make_adapter(tiny_model_dir, paths.adapter, seed=10)  # retrained: the stage replaces the stale file
     assert gguf_cache.is_current(paths.gguf, paths.adapter) is not None

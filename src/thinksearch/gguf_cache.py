@@ -28,8 +28,11 @@ from typing import Callable
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import read_json, write_json_atomic
 
-QTYPE = "q8_0"
-"""What evaluation exports: llama.cpp's fastest CPU format that stays close to the fp32 model."""
+QTYPE = "f16"
+"""What evaluation and the run's export stage write. f16, not q8_0: on all 240 eval questions a
+tuned model's first-turn decisions matched the fp32 transformers model on 239 with f16 and on
+222 with q8_0 (issue 18's target is 95%), and f16 still ran 3.2x transformers against q8_0's
+3.7x (bench/results/eval_engines_agreement.json, eval_engines_qtypes.json)."""
 # Bumped when export_gguf changes what it writes for the same inputs, so older exports are redone.
 EXPORT_VERSION = 1
 FINGERPRINT_SUFFIX = ".fingerprint.json"

@@ -270,7 +270,7 @@ class EvalConfig:
     max_rounds: int = 3
     """With --agent: model turns per question at most (as in ask/chat)."""
     engine: Literal["auto", "llamacpp", "transformers"] = "auto"
-    """With --agent: what generates. llamacpp: llama.cpp in-process (xllamacpp) with batch_size parallel slots on a GGUF (an alias's own file; a tuned alias+adapter is exported once to q8_0 and cached); auto: llamacpp where xllamacpp is installed and a GGUF can be had, else transformers (with a note why). Without --agent evaluation always runs through transformers."""
+    """With --agent: what generates. llamacpp: llama.cpp in-process (xllamacpp) with batch_size parallel slots on a GGUF (an alias's own file; a tuned alias+adapter is exported once to f16 and cached); auto: llamacpp where xllamacpp is installed and a GGUF can be had, else transformers (with a note why). Without --agent evaluation always runs through transformers."""
     gguf_cache: str | None = None
     """Folder of the exported GGUFs of tuned models, keyed by the adapter's fingerprint (null: $THINKSEARCH_HOME/gguf-cache; in a run: RUN_DIR/gguf-cache)."""
     gold_only: bool = False
