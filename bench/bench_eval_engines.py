@@ -235,13 +235,13 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     print(f"  transformers: {baseline}", file=sys.stderr)
     del model, engine
     by_qtype = {q: {"ours": ours, "agreement": agreement(items, recs, base_recs)} for q, (recs, ours) in runs.items()}
-    first = by_qtype[args.qtype[0]]
     return {"base": base, "adapter": adapter, "items": items, "source": source, "max_new_tokens": cfg.max_new_tokens,
-            "max_rounds": cfg.max_rounds, "baseline": baseline, **first, "by_qtype": by_qtype}
+            "max_rounds": cfg.max_rounds, "baseline": baseline, "by_qtype": by_qtype}
 
 
 def save(args: argparse.Namespace, r: dict[str, Any]) -> Path:
-    ours, baseline, agree = r["ours"], r["baseline"], r["agreement"]
+    baseline, headline = r["baseline"], r["by_qtype"][args.qtype[0]]
+    ours, agree = headline["ours"], headline["agreement"]
     ratio = ours["questions_per_min"] / baseline["questions_per_min"]
     for side in r["by_qtype"].values():
         o = side["ours"]
@@ -277,7 +277,7 @@ def save(args: argparse.Namespace, r: dict[str, Any]) -> Path:
             "questions": len(r["items"]), "question_source": r["source"],
             "question_types": {t: sum(i.type == t for i in r["items"]) for t in ("thinking", "search")},
             "max_new_tokens": r["max_new_tokens"], "max_rounds": r["max_rounds"], "qtype": args.qtype[0],
-            "by_qtype": {q: {"ours": v["ours"], "agreement": v["agreement"]} for q, v in r["by_qtype"].items()},
+            "by_qtype": r["by_qtype"],
             "agreement": agree, "agreement_target": 0.95,
             "agreement_meets_target": (both["rate"] or 0) >= 0.95,
         },

@@ -30,8 +30,10 @@ SLOTS = 8
 
 
 def undecided(records: list[dict]) -> list[dict]:
-    """First turns with neither ``</thinking>`` nor a call: what the eval counts undecided."""
-    return [r for r in records if "</thinking>" not in r["output"] and "<tool_call>" not in r["output"]]
+    """The records the eval counts undecided (:func:`thinksearch.evaluate.decision.policy_metrics`)."""
+    from thinksearch.evaluate.answers import answer_flags
+
+    return [r for r in records if not (f := answer_flags(r))["searched"] and not f["has_final_answer"]]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,9 +47,10 @@ def main(argv: list[str] | None = None) -> dict:
     import openai
 
     from thinksearch import format as fmt
-    from thinksearch import models, scoring
+    from thinksearch import models
     from thinksearch.agent import build_messages
     from thinksearch.engines.llamacpp import start_server
+    from thinksearch.evaluate.answers import answer_flags
     from thinksearch.evaluate.metrics import question_flags
     from thinksearch.questions import KNOWLEDGE
 
@@ -67,10 +70,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows, counts = [], Counter()
     for r, text in zip(todo, after):
         kind = "fresh_data" if r["type"] == "search" else "knowledge" if r["category"] in KNOWLEDGE else "reasoning"
-        searched = bool(question_flags(r["type"], r["output"].rstrip() + "\n</thinking>\n" + text)["did_search"])
-        gold = r.get("gold") or {}
-        right = (not searched and bool(gold.get("answers"))
-                 and scoring.matches_gold(text, gold["answers"], gold.get("match", "any")))
+        # Scored as the eval scores a one-turn record: the turn's own flags, then its final answer.
+        output = r["output"].rstrip() + "\n</thinking>\n" + text
+        f = answer_flags({**r, "agent": None, "output": output, "flags": question_flags(r["type"], output)})
+        searched, right = f["searched"], bool(f["correct"]) and not f["searched"]
         counts[(kind, "searched" if searched else "answered right" if right else "answered, not right")] += 1
         rows.append({"id": r["id"], "kind": kind, "question": r["question"], "trace_tail": r["output"][-120:],
                      "after": text, "searched": searched, "right": right})
