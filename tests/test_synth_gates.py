@@ -1,7 +1,8 @@
 """The search rows' gates end to end, with a scripted teacher and search: relevance (unrelated
 results give a code-written abstention, never a grounded answer quoting them), the query gate
 (numbers the question lacks, no key term of it, a claim it does not make), the number gate
-(numbers in neither question nor results), the per-category template reasons, and their counts
+(numbers in neither question nor results), the slot gate (a time or day asked for and not
+given), the per-category template reasons, and their counts
 in data.stats.json. Each test fails with the
 gate switched off, which the off-switch cases show."""
 
@@ -27,6 +28,8 @@ QUESTIONS = {
     "比特币现在多少钱？": "prices",             # the answer invents a number
     "王者荣耀新出的英雄是谁？": "releases",     # the teacher searches for a name it made up
     "星巴克营业到几点？": "policies_hours",     # the teacher searches for its own guess, a statement
+    "F1中国大奖赛哪天举行？": "sports",         # the results give no day: abstain, naming what is missing
+    "上海迪士尼几点开门？": "policies_hours",   # the results give the time, the answer does not
 }
 
 
@@ -40,6 +43,10 @@ class Search:
             return [Result("国际金价创新高", "黄金价格每克约800元（2025年10月）。", date="2025-10-08")]
         if "比特币" in query:
             return [Result("比特币价格回顾", "比特币现在的价格在2025年曾超过10万美元。", date="2025-10-01")]
+        if "F1" in query:
+            return [Result("F1中国大奖赛", "上海国际赛车场自2004年起举办F1中国大奖赛。", date="2025-03-01")]
+        if "迪士尼" in query:
+            return [Result("上海迪士尼乐园开放时间", "上海迪士尼乐园通常8:30开园。", date="2025-03-01")]
         return [Result("VS Code 版本说明", "VS Code 每月发布一个新版本。", date="2025-10-01")]
 
 
@@ -59,7 +66,9 @@ class Teacher:
             if "搜索结果" in prompt:
                 self.grounded.append(q)
                 text = {"黄金价格每克多少钱？": "黄金价格每克约800元[1]。",
-                        "比特币现在多少钱？": "比特币现在约12万美元[1]。"}.get(q, "日本首相石破茂[1]。")
+                        "比特币现在多少钱？": "比特币现在约12万美元[1]。",
+                        "F1中国大奖赛哪天举行？": "上海国际赛车场自2004年起举办F1中国大奖赛[1]。",
+                        "上海迪士尼几点开门？": "上海迪士尼乐园每天开门[1]。"}.get(q, "日本首相石破茂[1]。")
             else:
                 query = {"VS Code最新版本是多少？": "VS Code 最近一次更新了 2023.7.2。",
                          "王者荣耀新出的英雄是谁？": "艾瑞克", "星巴克营业到几点？": "星巴克全天营业。"}.get(q, q.rstrip("？")[:8])
@@ -100,8 +109,15 @@ def test_gates_on(tmp_path):
     # ... and so is a query that shares no key term with the question.
     assert failures["王者荣耀新出的英雄是谁？"]["reason"] == "query_off_topic"
     assert failures["星巴克营业到几点？"]["reason"] == "query_statement"
+    # Slot gate: 几点 answered without a time the results give is rejected; 哪天 answered with a
+    # year, from results that give no day, becomes an abstention naming the missing day.
+    assert failures["上海迪士尼几点开门？"]["reason"] == "misses_slot"
+    f1 = rows["F1中国大奖赛哪天举行？"]
+    assert f1["meta"]["answer"] == "abstained" and f1["meta"]["missing"] == "具体日期（哪一天）"
+    assert "relevance" in f1["meta"]["gates"]["passed"] and scoring.abstains(f1["messages"][4]["content"])
+    assert "2004" not in f1["messages"][4]["content"] and "具体日期" in f1["messages"][4]["content"]
     assert stats.rejected == {"query/query_invented": 1, "query/query_off_topic": 1, "query/query_statement": 1,
-                              "grounded/unsupported_numbers": 1}
+                              "grounded/unsupported_numbers": 1, "grounded/misses_slot": 1}
     # Template reasons name the category's change; counts by category in the stats file.
     assert "价格" in rows["黄金价格每克多少钱？"]["messages"][2]["content"]
     assert "职务" in uk["messages"][2]["content"] or "职位" in uk["messages"][2]["content"] \
@@ -109,7 +125,7 @@ def test_gates_on(tmp_path):
     saved = json.loads(synth.sibling(tmp_path / "out.jsonl", ".stats.json").read_text(encoding="utf-8"))
     assert saved["search_rows"]["office_holders"] == {"rows": 1, "template": 1, "template_share": 1.0,
                                                       "abstaining": 1, "abstaining_share": 1.0}
-    assert saved["search_rows"]["all"]["rows"] == 2 and saved["search_rows"]["all"]["abstaining"] == 1
+    assert saved["search_rows"]["all"]["rows"] == 3 and saved["search_rows"]["all"]["abstaining"] == 2
     report = (tmp_path / "out.report.md").read_text(encoding="utf-8")
     assert "| query/query_invented | search | no | 1 | 1 |" in report
     assert "| grounded/unsupported_numbers | search | no | 1 | 1 |" in report
@@ -119,8 +135,10 @@ def test_gates_on(tmp_path):
 def test_gates_off(tmp_path):
     # Without the gates the same teacher's misattribution and inventions all become rows:
     # the failures above are the gates' doing.
-    stats, rows, failures, teacher = run(tmp_path, relevance_gate=False, query_gate=False, number_gate=False)
-    assert not failures and len(rows) == 6
+    stats, rows, failures, teacher = run(tmp_path, relevance_gate=False, query_gate=False, number_gate=False,
+                                         slot_gate=False)
+    assert not failures and len(rows) == len(QUESTIONS)
+    assert rows["F1中国大奖赛哪天举行？"]["messages"][4]["content"] == "上海国际赛车场自2004年起举办F1中国大奖赛[1]。"
     assert rows["星巴克营业到几点？"]["meta"]["search_query"] == "星巴克全天营业。"
     assert rows["王者荣耀新出的英雄是谁？"]["meta"]["search_query"] == "艾瑞克"
     assert rows["英国首相叫什么名字？"]["messages"][4]["content"] == "日本首相石破茂[1]。"
@@ -162,11 +180,12 @@ def test_default_threshold_is_the_measured_one():
 
 
 def test_abstaining_rows_are_capped(tmp_path):
-    # The UK question's results are all unrelated: with no room for abstaining rows it yields
-    # no row and is logged with its reason, instead of an abstention.
+    # The UK question's results are all unrelated, the F1 one's give no day: with no room for
+    # abstaining rows they yield no row and are logged with their reason, instead of an abstention.
     stats, rows, failures, _ = run(tmp_path, max_abstaining_share=0.0)
-    assert "英国首相叫什么名字？" not in rows and failures["英国首相叫什么名字？"]["reason"] == "abstention_cap"
-    assert stats.rejected["search/abstention_cap"] == 1
+    for q in ("英国首相叫什么名字？", "F1中国大奖赛哪天举行？"):
+        assert q not in rows and failures[q]["reason"] == "abstention_cap"
+    assert stats.rejected["search/abstention_cap"] == 2
     assert all(r["meta"]["answer"] == "teacher" for r in rows.values())
 
 

@@ -188,6 +188,11 @@ class SynthConfig:
     number_gate: bool = True
     """Gate: reject a grounded answer with numbers found neither in the question nor in the
     results (the eval's unsupported-number check), as grounded/unsupported_numbers."""
+    slot_gate: bool = True
+    """Gate: a grounded answer to a question asking for a clock time (几点) or a day (哪天) must
+    give one. Rejected as grounded/misses_slot when the results give one; when they do not, the
+    answer is code's abstention naming what is missing (meta.missing), not the teacher's reading
+    of a passage that does not say it (a date for 几点, a year for 哪天)."""
     decision_line: bool = False
     """Open every trace with a fixed sentence that states the decision: no search needed (thinking
     rows) or a search needed (search rows), so both row types train the same position on the

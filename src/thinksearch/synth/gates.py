@@ -254,6 +254,14 @@ def answer_problem(answer: str, question: str, min_chars: int) -> Rejection | No
     'echoes_question'
     >>> answer_problem("今天的汇率约为7.1[1]。", "今天美元汇率多少？", 2) is None
     True
+
+    Nor may it be only a source line, or end in a question (a small teacher's way of saying
+    nothing: "新能源汽车购置税免吗？[1]" for "新能源汽车购置税还免吗？").
+
+    >>> answer_problem("（thinksearch 离线语料（整理自公开资料，非实时）, 2024-10-15）", "各省公务员联考笔试是在哪天？", 2).reason
+    'source_only'
+    >>> answer_problem("新能源汽车购置税免吗？[1]", "新能源汽车购置税还免吗？", 2).reason
+    'asks_back'
     """
     body = _CITE_RE.sub("", answer).strip()
     if len(body) < min_chars:
@@ -262,7 +270,65 @@ def answer_problem(answer: str, question: str, min_chars: int) -> Rejection | No
         return Rejection("", "copied_results", "a line of the answer is a copied search result", answer)
     if qs.similarity(body, question) >= ECHO_SIMILARITY:
         return Rejection("", "echoes_question", f"similarity to the question {qs.similarity(body, question):.2f}", answer)
+    if len(_unbracketed(body).strip(" 。，,.;；")) < min_chars:
+        return Rejection("", "source_only", "only a bracketed source line", answer)
+    if body.endswith(("？", "?")):
+        return Rejection("", "asks_back", "the answer ends in a question", answer)
     return None
+
+_BRACKETED_RE = re.compile(r"[（(][^（）()]*[）)]")
+
+
+def _unbracketed(text: str) -> str:
+    """``text`` without its bracketed parts, nested ones too."""
+    while (less := _BRACKETED_RE.sub("", text)) != text:
+        text = less
+    return text
+
+
+# What a question asks for when it names the unit of its answer: a clock time (几点) or a day
+# (哪天). An answer that gives another unit presents the passage as answering what it does not:
+# "最早一班高铁几点发车？" → the line's opening date, "哪天举行？" → the year the race began.
+SLOTS = (
+    ("具体时间（几点）", re.compile(r"几点|几时"),
+     re.compile(r"\d{1,2}\s*[:：]\s*\d{2}|\d{1,2}\s*点|[零一二两三四五六七八九十]{1,3}点")),
+    ("具体日期（哪一天）", re.compile(r"哪一?天|几号|几月几|哪日|什么日子"),
+     re.compile(r"\d{1,2}\s*[日号]|\d{1,2}\s*/\s*\d{1,2}\b|(?:周|星期|礼拜)[一二三四五六日天]|[一二三四五六七八九十]{1,3}[日号]")),
+)
+
+
+def asked_slot(question: str) -> tuple[str, re.Pattern[str]] | None:
+    """What ``question`` asks for, when it names it (a clock time, a day), and the pattern of an answer giving it.
+
+    >>> asked_slot("北京南站到上海虹桥最早一班高铁几点发车？")[0], asked_slot("英国首相是谁？")
+    ('具体时间（几点）', None)
+    """
+    return next(((name, given) for name, asks, given in SLOTS if asks.search(question)), None)
+
+
+def slot_problem(answer: str, question: str, results_text: str) -> Rejection | str | None:
+    """Gate on a grounded answer to a question that asks for a clock time or a day.
+
+    None when the answer gives one (or the question asks for neither); a Rejection when the
+    results give one and the answer does not (the teacher misread them); else the missing
+    slot's name, for an abstaining answer: the results concern the question but do not say it.
+
+    >>> slot_problem("F1中国大奖赛在2024年4月19日至21日举行[1]。", "F1中国大奖赛哪天在上海举行？", "…4月19日至21日…") is None
+    True
+    >>> slot_problem("上海国际赛车场自2004年起举办F1中国大奖赛。", "F1中国大奖赛哪天在上海举行？", "…4月19日至21日…").reason
+    'misses_slot'
+    >>> slot_problem("最早一班高铁发车于2011年6月30日。", "最早一班高铁几点发车？", "2011年6月30日开通运营")
+    '具体时间（几点）'
+    """
+    slot = asked_slot(question)
+    if slot is None or slot[1].search(answer):
+        return None
+    name, given = slot
+    if given.search(results_text):
+        return Rejection("grounded", "misses_slot", f"the question asks for {name}; the results give one, the answer does not",
+                         answer)
+    return name
+
 
 _WIDE_CITE_RE = re.compile(r"[【［](\d{1,3})[】］]")
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
-                                     invented_in_query, parse_query_reply, reasoning_problem, trimmed,
-                                     unsupported_in_answer)
+                                     invented_in_query, parse_query_reply, reasoning_problem, slot_problem,
+                                     trimmed, unsupported_in_answer)
 from thinksearch.synth.output import SynthStats
 from thinksearch.synth.prompts import (analysis_messages, answer_messages, grounded_messages, hint_messages,
                                        query_messages)
@@ -215,7 +215,9 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
     With ``relevance_gate``, only the results that concern the question are shown (in the tool
     turn and to the teacher); an item with none gets no stage 2: its answer is the code-written
     :func:`.templates.abstention`, and the tool turn shows what the search returned, so the
-    student sees unrelated results answered by saying so.
+    student sees unrelated results answered by saying so. With ``slot_gate``, a grounded answer
+    to a question asking for a clock time or a day that gives neither is rejected when the
+    results give one, and replaced by an abstention that names what is missing when they do not.
     """
     from thinksearch.search.base import SearchError
     from thinksearch.synth.relevance import relevant
@@ -223,7 +225,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
     first = call(teacher, [_request(cfg, query_messages(it.question), cfg.max_tokens_query, it, 1) for it in items])
     outcomes = [Outcome(it) for it in items]
     found: dict[int, tuple[str, str, list["Result"], str]] = {}
-    abstaining: dict[int, tuple[str, str, list["Result"], str]] = {}
+    abstaining: dict[int, tuple[str, str, list["Result"], str, str | None]] = {}
     for i, reply in enumerate(first):
         it = items[i]
         got = check_text(reply, "query", 1, cfg.max_repetition)
@@ -265,7 +267,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             kept = [r for r, ok in zip(results, relevant(it.question, results, cfg.relevance_threshold)) if ok]
             if not kept:
                 text = fmt.render_results(results, cfg.search.max_result_chars, cfg.search.max_total_chars)
-                abstaining[i] = (reasoning, query, results, text)
+                abstaining[i] = (reasoning, query, results, text, None)
                 continue
             results = kept
         text = fmt.render_results(results, cfg.search.max_result_chars, cfg.search.max_total_chars)
@@ -290,30 +292,39 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             outcomes[i].repairs += more
         if not isinstance(cited, Rejection) and cfg.number_gate:
             cited = unsupported_in_answer(answer, items[i].question, text)
+        if not isinstance(cited, Rejection) and cfg.slot_gate:
+            missing = slot_problem(answer, items[i].question, text)
+            if isinstance(missing, str):  # the results concern the question but do not say it
+                abstaining[i] = (reasoning, query, results, text, missing)
+                continue
+            cited = missing
         if isinstance(cited, Rejection):
             cited.stage = "grounded"
             outcomes[i].rejection = cited
             continue
         outcomes[i].row = _search_row(items[i], cfg, teacher, backend, stages, [first[i], reply], outcomes[i].repairs,
                                       reasoning, query, results[:shown], text, answer)
-    for i, (reasoning, query, results, text) in sorted(abstaining.items()):
+    for i, (reasoning, query, results, text, missing) in sorted(abstaining.items()):
         shown = len(_SHOWN_RE.findall(text))
         outcomes[i].row = _search_row(items[i], cfg, teacher, backend, {"query": cfg.max_tokens_query}, [first[i]],
                                       outcomes[i].repairs, reasoning, query, results[:shown], text,
-                                      abstention(items[i].question, query, results[:shown]), answer=ABSTAINED)
+                                      abstention(items[i].question, query, results[:shown], missing), answer=ABSTAINED,
+                                      missing=missing)
     return outcomes
 
 
 def _search_row(it: Item, cfg: "SynthConfig", teacher: "Teacher", backend: "SearchBackend", stages: dict[str, int],
                 replies: list[TeacherReply], repairs: list[str], reasoning: str, query: str, results: Sequence["Result"],
-                text: str, answer_text: str, answer: str = "teacher") -> dict[str, Any]:
-    # An abstaining row passed no relevance gate (nothing was relevant) and had no grounded stage.
-    passed = ["query", "search"] + (["relevance"] if cfg.relevance_gate and answer == "teacher" else []) \
+                text: str, answer_text: str, answer: str = "teacher", missing: str | None = None) -> dict[str, Any]:
+    # An abstaining row either passed no relevance gate (nothing was relevant) or its results
+    # lack what the question asks for (``missing``, meta.missing); its grounded answer is code's.
+    passed = ["query", "search"] + (["relevance"] if cfg.relevance_gate and (answer == "teacher" or missing) else []) \
         + (["grounded"] if answer == "teacher" else [])
+    extra = {"missing": missing} if missing is not None else {}
     return {
         "id": it.id, "type": "search",
         "messages": fmt.search_messages(it.question, decided("knowledge" if _probed_unknown(it) else "search", reasoning, cfg), query, text, answer_text),
         "meta": _meta(cfg, teacher, stages, replies, passed, repairs,
                       search_backend=getattr(backend, "name", type(backend).__name__), search_query=query,
-                      results=[r.to_dict() for r in results], answer=answer, **_category(it)),
+                      results=[r.to_dict() for r in results], answer=answer, **extra, **_category(it)),
     }

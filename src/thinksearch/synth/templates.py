@@ -86,21 +86,24 @@ def _subject(question: str) -> str:
     return question.strip().rstrip("？?。.!！ ")
 
 
-def abstention(question: str, query: str, results: Sequence["Result"]) -> str:
-    """The answer when no result concerns the question: what was searched, what came back,
-    what is missing. It says so plainly (``scoring.abstains`` reads it as an abstention).
+def abstention(question: str, query: str, results: Sequence["Result"], missing: str | None = None) -> str:
+    """The answer when no result concerns the question, or (``missing``) when the results concern
+    it but do not give what it asks for: what was searched, what came back, what is missing. It
+    says so plainly (``scoring.abstains`` reads it as an abstention).
 
     >>> from thinksearch.search.base import Result
     >>> abstention("英国首相叫什么名字？", "英国首相", [Result("日本首相石破茂", "…")])
     '我搜索了“英国首相”，但搜索结果里没有关于“英国首相叫什么名字”的信息：返回的结果讲的是“日本首相石破茂”，与这个问题无关。所以我无法根据搜索结果回答，建议查阅官方或权威来源的最新信息。'
+    >>> abstention("最早一班高铁几点发车？", "京沪高铁", [Result("京沪高铁基本情况", "…")], missing="具体时间（几点）")
+    '我搜索了“京沪高铁”，返回的结果讲的是“京沪高铁基本情况”，但结果里没有“最早一班高铁几点发车”问的具体时间（几点）。所以我无法根据搜索结果回答，建议查阅官方或权威来源的最新信息。'
     """
     from thinksearch import format as fmt
 
-    if results:
-        # Titles are untrusted text, like the tool turn: neutralised so none can carry a tag.
-        titles = "、".join(f"“{fmt.neutralize(' '.join(r.title.split()))[:24]}”" for r in results[:2])
-        found = f"返回的结果讲的是{titles}{'等' if len(results) > 2 else ''}，与这个问题无关"
-    else:
-        found = "搜索没有返回任何结果"
-    return (f"我搜索了“{query}”，但搜索结果里没有关于“{_subject(question)}”的信息：{found}。"
-            "所以我无法根据搜索结果回答，建议查阅官方或权威来源的最新信息。")
+    # Titles are untrusted text, like the tool turn: neutralised so none can carry a tag.
+    titles = "、".join(f"“{fmt.neutralize(' '.join(r.title.split()))[:24]}”" for r in results[:2]) \
+        + ("等" if len(results) > 2 else "")
+    end = "所以我无法根据搜索结果回答，建议查阅官方或权威来源的最新信息。"
+    if missing is not None:
+        return f"我搜索了“{query}”，返回的结果讲的是{titles}，但结果里没有“{_subject(question)}”问的{missing}。{end}"
+    found = f"返回的结果讲的是{titles}，与这个问题无关" if results else "搜索没有返回任何结果"
+    return f"我搜索了“{query}”，但搜索结果里没有关于“{_subject(question)}”的信息：{found}。{end}"
