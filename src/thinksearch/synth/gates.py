@@ -276,6 +276,7 @@ def answer_problem(answer: str, question: str, min_chars: int) -> Rejection | No
         return Rejection("", "asks_back", "the answer ends in a question", answer)
     return None
 
+
 _BRACKETED_RE = re.compile(r"[（(][^（）()]*[）)]")
 
 
@@ -289,7 +290,7 @@ def _unbracketed(text: str) -> str:
 # What a question asks for when it names the unit of its answer: a clock time (几点) or a day
 # (哪天). An answer that gives another unit presents the passage as answering what it does not:
 # "最早一班高铁几点发车？" → the line's opening date, "哪天举行？" → the year the race began.
-SLOTS = (
+_SLOTS = (
     ("具体时间（几点）", re.compile(r"几点|几时"),
      re.compile(r"\d{1,2}\s*[:：]\s*\d{2}|\d{1,2}\s*点|[零一二两三四五六七八九十]{1,3}点")),
     ("具体日期（哪一天）", re.compile(r"哪一?天|几号|几月几|哪日|什么日子"),
@@ -303,7 +304,7 @@ def asked_slot(question: str) -> tuple[str, re.Pattern[str]] | None:
     >>> asked_slot("北京南站到上海虹桥最早一班高铁几点发车？")[0], asked_slot("英国首相是谁？")
     ('具体时间（几点）', None)
     """
-    return next(((name, given) for name, asks, given in SLOTS if asks.search(question)), None)
+    return next(((name, given) for name, asks, given in _SLOTS if asks.search(question)), None)
 
 
 def slot_problem(answer: str, question: str, results_text: str) -> Rejection | str | None:
