@@ -84,7 +84,8 @@ class _Queue:
 
 
 class _AbstentionCap:
-    """Abstaining search rows (no relevant result; resumed rows count) against ``max_abstaining_share``.
+    """Abstaining search rows (no relevant result, or none giving the time or day asked for;
+    resumed rows count) against ``max_abstaining_share``.
 
     Without a cap the shipped corpus would make most search rows abstain (15 of 24 in a real
     synth), and the student would learn to give up on questions the results do answer.
@@ -110,7 +111,9 @@ class _AbstentionCap:
         if not self.capped(row):
             return None
         if self.rows >= self.cap:
-            return Rejection("search", "abstention_cap", f"no relevant result, and {self.rows} search rows abstain "
+            missing = row["meta"].get("missing")
+            why = f"the results lack the {missing} asked for" if missing else "no relevant result"
+            return Rejection("search", "abstention_cap", f"{why}, and {self.rows} search rows abstain "
                              f"already (--max-abstaining-share allows {self.cap})", str(row["meta"].get("search_query", "")))
         self.rows += 1
         return None
