@@ -3,7 +3,7 @@
 The synth's gold gate keeps a checked row only when its final answer matches gold; this script
 checks the written rows again from outside the synth: each thinking row's question is looked up
 in the pool file by its text (not through the row's meta), its final answer read from the last
-assistant turn with the eval's :func:`thinksearch.scoring.final_answer`, and compared with
+assistant turn with the eval's :func:`thinksearch.scoring.final_answer` (:func:`thinksearch.synth.verify.final`), and compared with
 :func:`thinksearch.scoring.matches_gold`. Counts are by ``meta.verified`` (gold, hint, none, or
 "not checked" when the synth ran without gold checking) and by category, each with its 95%
 interval; the rows that miss gold are listed for reading.
@@ -17,7 +17,6 @@ Run as::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -27,13 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from thinksearch import questions, scoring  # noqa: E402
+from thinksearch.errors import ThinksearchError  # noqa: E402
 from thinksearch.evaluate.answers import proportion  # noqa: E402
 from thinksearch.files import write_json_atomic  # noqa: E402
-
-
-def _final(row: dict[str, Any]) -> str | None:
-    last = [m for m in row.get("messages", []) if m.get("role") == "assistant"][-1:]
-    return scoring.final_answer(str(last[0].get("content") or "")) if last else None
+from thinksearch.synth.output import read_rows  # noqa: E402
+from thinksearch.synth.verify import final  # noqa: E402
 
 
 def check(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dict[str, Any]:
@@ -50,15 +47,15 @@ def check(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dic
         if q is None:
             no_gold += 1
             continue
-        final = _final(row)
-        ok = scoring.matches_gold(final, q.answers, q.match)
+        said = final(row)
+        ok = scoring.matches_gold(said, q.answers, q.match)
         label = str((row.get("meta") or {}).get("verified") or "not checked")
         for tally in (right[label], right["all"], by_category[q.category or "uncategorised"]):
             tally[0] += ok
             tally[1] += 1
         if not ok:
             misses.append({"question": question, "gold": list(q.answers), "match": q.match, "verified": label,
-                           "final": final})
+                           "final": said})
     return {"checkable_rows": {k: proportion(*v) for k, v in sorted(right.items())},
             "by_category": {k: proportion(*v) for k, v in sorted(by_category.items())},
             "rows_without_gold": no_gold, "misses": misses}
@@ -71,10 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     path = Path(args.data)
-    if not path.is_file():
-        sys.exit(f"check_rows: no data file at {path}")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    out = check(rows, questions.read_pool(args.pool))
+    try:
+        out = check(read_rows(path), questions.read_pool(args.pool))
+    except ThinksearchError as e:
+        sys.exit(f"check_rows: {e}")
 
     def fmt(p: dict[str, Any]) -> str:
         ci = p["ci95"]
