@@ -21,6 +21,7 @@ from thinksearch.scoring import matches_gold
 ROOT = Path(__file__).resolve().parents[1]
 THINKING = ROOT / "data/questions/thinking.jsonl"
 SEARCH = ROOT / "data/questions/search.jsonl"
+CORPUS = ROOT / "data/corpus/snapshot.jsonl"
 
 
 def test_module_doctests():
@@ -190,7 +191,7 @@ def test_shipped_pools_have_ids_categories_and_gold_only_where_meant():
             numbered[r["category"]] += 1
             assert r["id"] == f"pool-{kind}-{r['category']}-{numbered[r['category']]:02d}"
     assert {r["type"] for r in thinking} == {"thinking"} and {r["type"] for r in search} == {"search"}
-    assert not [r["id"] for r in search if set(r) & set(qs.GOLD_FIELDS)]
+    assert all(isinstance(r.get("answerable"), bool) for r in search)
     assert sum("answers" in r for r in thinking) >= 250
     # A model that restates the question must not pass: "还是长度单位" holds "是长度单位".
     echoed = [r["id"] for r in thinking if "answers" in r and matches_gold(r["question"], r["answers"], r["match"], anywhere=True)]
@@ -211,4 +212,30 @@ def test_data_readme_gold_table_matches_the_thinking_pool(monkeypatch):
     readme = (ROOT / "data/README.md").read_text(encoding="utf-8")
     documented = {m[1]: [int(m[2]), int(m[3]), int(m[4])]
                   for m in re.finditer(r"^\| `?(\w+)`? \| (\d+) \| (\d+) \| (\d+) \|$", readme, re.M)}
+    assert documented == table
+
+
+def test_search_pool_gold_is_in_its_passages_and_not_in_its_question():
+    corpus = {json.loads(line)["id"]: json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()}
+    rows = gold.load_gold(SEARCH, CORPUS)
+    answerable = [r for r in rows if r["answerable"]]
+    assert len(answerable) >= 100
+    missing = [r["id"] for r in answerable if not matches_gold(
+        "\n".join(corpus[p]["title"] + "\n" + corpus[p]["text"] for p in r["passages"]), r["answers"], r["match"], anywhere=True)]
+    assert not missing
+    # A key fact the question already holds would pass any answer that restates it.
+    echoed = [r["id"] for r in answerable if any(a in r["question"] for a in r["answers"])
+              or matches_gold(r["question"], r["answers"], r["match"], anywhere=True)]
+    assert not echoed
+
+
+def test_data_readme_search_gold_table_matches_the_search_pool():
+    table: dict[str, list[int]] = {}
+    for r in _shipped_rows(SEARCH):
+        c = table.setdefault(r["category"], [0, 0])
+        c[0] += 1
+        c[1] += r["answerable"]
+    table["all"] = [sum(c[i] for c in table.values()) for i in range(2)]
+    readme = (ROOT / "data/README.md").read_text(encoding="utf-8")
+    documented = {m[1]: [int(m[2]), int(m[3])] for m in re.finditer(r"^\| `?(\w+)`? \| (\d+) \| (\d+) \|$", readme, re.M)}
     assert documented == table
