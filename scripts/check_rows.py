@@ -1,4 +1,4 @@
-"""How many of a data file's thinking rows end in their gold answer, scored the way the eval scores.
+"""How many of a data file's rows agree with the pools' gold, scored the way the eval scores.
 
 The synth's gold gate keeps a checked row only when its final answer matches gold; this script
 checks the written rows again from outside the synth: each thinking row's question is looked up
@@ -8,10 +8,16 @@ assistant turn with the eval's :func:`thinksearch.scoring.final_answer` (:func:`
 "not checked" when the synth ran without gold checking) and by category, each with its 95%
 interval; the rows that miss gold are listed for reading.
 
+Search rows are checked against the search pool's gold the same way: a question the corpus
+answers (``answerable``) should get its key fact or an abstention (the fact was not in what the
+search returned), one it cannot answer an abstention (:func:`thinksearch.scoring.abstains`);
+anything else, a stated answer without the key fact, is listed as a miss.
+
 Run as::
 
     python scripts/check_rows.py runs/quickstart/data.jsonl
     python scripts/check_rows.py runs/hint/data.jsonl --pool data/questions/thinking.jsonl --json out.json
+    python scripts/check_rows.py runs/quickstart/data.jsonl --search-pool data/questions/search.jsonl
 """
 
 from __future__ import annotations
@@ -61,15 +67,41 @@ def check(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dic
             "rows_without_gold": no_gold, "misses": misses}
 
 
+def check_search(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dict[str, Any]:
+    """Search rows whose question has gold, by what the final answer does: states the key fact,
+    abstains, or neither (a miss), split by whether the corpus answers the question."""
+    gold = {q.text: q for q in pool if q.answerable is not None}
+    counts: dict[str, int] = defaultdict(int)
+    misses = []
+    for row in rows:
+        if row.get("type") != "search":
+            continue
+        question = questions.normalize(next(m["content"] for m in row["messages"] if m["role"] == "user"))
+        q = gold.get(question)
+        if q is None:
+            counts["without gold"] += 1
+            continue
+        said = next(m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant")
+        fact = bool(q.answerable) and scoring.matches_gold(said, q.answers, q.match)
+        got = "key fact" if fact else "abstains" if scoring.abstains(said) else "miss"
+        counts[f"{'answerable' if q.answerable else 'unanswerable'}: {got}"] += 1
+        if got == "miss":
+            misses.append({"question": question, "gold": list(q.answers) or None, "final": said})
+    return {"counts": dict(sorted(counts.items())), "misses": misses}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="a synth output file (data.jsonl)")
     ap.add_argument("--pool", default=str(ROOT / "data/questions/thinking.jsonl"), help="the thinking pool with gold")
+    ap.add_argument("--search-pool", default=str(ROOT / "data/questions/search.jsonl"), help="the search pool with gold")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     path = Path(args.data)
     try:
-        out = check(read_rows(path), questions.read_pool(args.pool))
+        rows = read_rows(path)
+        out = check(rows, questions.read_pool(args.pool))
+        out["search"] = check_search(rows, questions.read_pool(args.search_pool))
     except ThinksearchError as e:
         sys.exit(f"check_rows: {e}")
 
@@ -82,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"thinking rows whose question has no gold: {out['rows_without_gold']}")
     for m in out["misses"]:
         print(f"  miss [{m['verified']}] {m['question']} gold={'/'.join(m['gold'])} final={(m['final'] or '')[:80]!r}")
+    print("search rows: " + "; ".join(f"{k} {n}" for k, n in out["search"]["counts"].items()))
+    for m in out["search"]["misses"]:
+        print(f"  miss [search] {m['question']} gold={'/'.join(m['gold'] or ['unanswerable'])} final={m['final'][:80]!r}")
     if args.json:
         write_json_atomic(Path(args.json), {"data": str(path), **out})
 

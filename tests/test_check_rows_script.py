@@ -44,3 +44,27 @@ def test_rows_are_scored_by_the_pool_gold_not_by_their_label(tmp_path, capsys):
     assert out["by_category"]["arithmetic"]["k"] == 0 and out["rows_without_gold"] == 1
     assert [m["question"] for m in out["misses"]] == ["3乘以4等于多少？"]
     assert "miss [gold] 3乘以4等于多少？" in capsys.readouterr().out
+
+
+def test_search_rows_are_scored_by_the_search_pool_gold(tmp_path, capsys):
+    pool = tmp_path / "search.jsonl"
+    pool.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+        {"type": "search", "question": "意大利总理是哪位？", "category": "office_holders", "answerable": True,
+         "passages": ["c-0001"], "answers": ["梅洛尼"], "match": "any"},
+        {"type": "search", "question": "香港特别行政区行政长官是谁？", "category": "office_holders", "answerable": True,
+         "passages": ["c-0002"], "answers": ["李家超"], "match": "any"},
+        {"type": "search", "question": "一克铂金能卖多少钱？", "category": "prices", "answerable": False},
+    ]), encoding="utf-8")
+    rows = [_row("意大利总理是哪位？", "意大利总理是梅洛尼。", kind="search"),
+            _row("香港特别行政区行政长官是谁？", "香港特别行政区行政长官是岑浩辉。", kind="search"),  # misattributed
+            _row("一克铂金能卖多少钱？", "搜索结果里没有铂金的价格。", kind="search"),
+            _row("一克铂金能卖多少钱？", "一克铂金约230元。", kind="search")]  # invented
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out_json = tmp_path / "out.json"
+    _script().main([str(data), "--search-pool", str(pool), "--json", str(out_json)])
+    out = json.loads(out_json.read_text(encoding="utf-8"))["search"]
+    assert out["counts"] == {"answerable: key fact": 1, "answerable: miss": 1, "unanswerable: abstains": 1,
+                             "unanswerable: miss": 1}
+    assert [m["question"] for m in out["misses"]] == ["香港特别行政区行政长官是谁？", "一克铂金能卖多少钱？"]
+    assert "miss [search] 香港特别行政区行政长官是谁？ gold=李家超" in capsys.readouterr().out

@@ -251,6 +251,9 @@ class Question:
     """``any``: one accepted answer must appear; ``all``: each must."""
     where: str = ""
     """``file:line`` of the question, for messages."""
+    answerable: bool | None = None
+    """A search question: does the shipped corpus hold its answer (``answers`` then names the key
+    fact)? None: the file does not say (no gold)."""
 
     @property
     def checkable(self) -> bool:
@@ -280,7 +283,8 @@ def _from_row(obj: dict[str, Any], text: str, where: str) -> Question:
     for name, value in (("category", category), ("id", rid)):
         if value is not None and not isinstance(value, str):
             raise ThinksearchError(f"{where}: {name!r} must be a string")
-    return Question(text, category, rid, tuple(obj.get("answers", ())), obj.get("match", "any"), where)
+    return Question(text, category, rid, tuple(obj.get("answers", ())), obj.get("match", "any"), where,
+                    obj.get("answerable"))
 
 
 def read_pool(path: str | Path) -> list[Question]:

@@ -193,6 +193,13 @@ class SynthConfig:
     give one. Rejected as grounded/misses_slot when the results give one; when they do not, the
     answer is code's abstention naming what is missing (meta.missing), not the teacher's reading
     of a passage that does not say it (a date for 几点, a year for 哪天)."""
+    search_gold: bool = True
+    """Check search rows against the pool's gold where it has some (``answerable``, ``answers``:
+    data/questions/search.jsonl does). A question the corpus cannot answer, or whose key fact no
+    result shows, gets code's abstention; otherwise the grounded answer must state the key fact
+    (the eval's scorer), or the row is rejected as grounded/misses_gold. Rows checked are
+    labelled meta.verified gold. Questions without gold keep the relevance gate alone. false:
+    gold is not read for search rows."""
     decision_line: bool = False
     """Open every trace with a fixed sentence that states the decision: no search needed (thinking
     rows) or a search needed (search rows), so both row types train the same position on the

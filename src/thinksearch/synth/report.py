@@ -127,13 +127,21 @@ def report_markdown(rows: Sequence[dict[str, Any]], stats: Mapping[str, Any], fa
 
         thinking = [r for r in rows if r.get("type") == "thinking"]
         if thinking:
-            # Only thinking rows are checked against gold; a search row's answer comes from its results.
             got = Counter(verified(r) for r in thinking)
             lines += ["## Verification of thinking rows", "",
                       "`meta.verified`: gold (final answer matches gold), hint (reached gold after a hint), "
-                      "none (no gold to check), not checked (gold checking was off). Search rows are not gold-checked.", ""]
+                      "none (no gold to check), not checked (gold checking was off).", ""]
             lines += _table(["rows", *VERIFIED_LABELS],
                             [[len(thinking)] + [f"{got[k]} ({_pct(got[k], len(thinking))})" for k in VERIFIED_LABELS]])
+        search = [r for r in rows if r.get("type") == "search"]
+        if search:
+            checked = [r for r in search if verified(r) == "gold"]
+            grounded = sum((r.get("meta") or {}).get("answer") != ABSTAINED for r in checked)
+            lines += ["## Verification of search rows", "",
+                      f"{len(checked)} of {len(search)} search rows ({_pct(len(checked), len(search))}) were checked "
+                      f"against the pool's gold (`synth.search_gold`): {grounded} state the key fact, "
+                      f"{len(checked) - grounded} abstain because the corpus or the results lack it. "
+                      "The others rest on the relevance gate alone.", ""]
 
     gold = stats.get("gold") or {}
     if gold.get("by_category"):

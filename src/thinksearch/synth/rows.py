@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
-                                     invented_in_query, parse_query_reply, reasoning_problem, slot_problem,
-                                     trimmed, unsupported_in_answer)
+                                     invented_in_query, parse_query_reply, pasted_result, reasoning_problem,
+                                     slot_problem, trimmed, unsupported_in_answer)
 from thinksearch.synth.output import SynthStats
 from thinksearch.synth.prompts import (analysis_messages, answer_messages, grounded_messages, hint_messages,
                                        query_messages)
@@ -220,7 +220,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
     results give one, and replaced by an abstention that names what is missing when they do not.
     """
     from thinksearch.search.base import SearchError
-    from thinksearch.synth.relevance import relevant
+    from thinksearch.synth.relevance import relevant, result_text
 
     first = call(teacher, [_request(cfg, query_messages(it.question), cfg.max_tokens_query, it, 1) for it in items])
     outcomes = [Outcome(it) for it in items]
@@ -263,15 +263,21 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             outcomes[i].rejection = Rejection("search", "search_error", str(e).splitlines()[0] if str(e) else type(e).__name__,
                                               query, transient=True)
             continue
-        if cfg.relevance_gate:
-            kept = [r for r, ok in zip(results, relevant(it.question, results, cfg.relevance_threshold)) if ok]
+        gold = _search_gold(cfg, it)
+        if cfg.relevance_gate or gold is not None:
+            on_topic = relevant(it.question, results, cfg.relevance_threshold)
+            kept = [r for r, ok in zip(results, on_topic) if ok or (gold is not None and _holds(gold, result_text(r)))]
+            if gold is not None and not (gold.answerable and _holds(gold, _render(cfg, kept))):
+                # The gold says what came back cannot answer: on-topic results lacking the fact are
+                # shown as such (meta.missing), unrelated ones as unrelated.
+                shown = kept if any(on_topic) else results
+                abstaining[i] = (reasoning, query, shown, _render(cfg, shown), MISSING_ANSWER if any(on_topic) else None)
+                continue
             if not kept:
-                text = fmt.render_results(results, cfg.search.max_result_chars, cfg.search.max_total_chars)
-                abstaining[i] = (reasoning, query, results, text, None)
+                abstaining[i] = (reasoning, query, results, _render(cfg, results), None)
                 continue
             results = kept
-        text = fmt.render_results(results, cfg.search.max_result_chars, cfg.search.max_total_chars)
-        found[i] = (reasoning, query, results, text)
+        found[i] = (reasoning, query, results, _render(cfg, results))
     todo = sorted(found)
     second = call(teacher, [_request(cfg, grounded_messages(items[i].question, found[i][3]), cfg.max_tokens_grounded, items[i], 2)
                             for i in todo])
@@ -290,8 +296,13 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             answer, more = cited
             cited = answer_problem(answer, items[i].question, cfg.min_answer_chars)
             outcomes[i].repairs += more
+        if not isinstance(cited, Rejection):
+            cited = pasted_result(answer, [r.title for r in results[:shown]])
         if not isinstance(cited, Rejection) and cfg.number_gate:
             cited = unsupported_in_answer(answer, items[i].question, text)
+        gold = _search_gold(cfg, items[i])
+        if not isinstance(cited, Rejection) and gold is not None and not _holds(gold, answer, anywhere=False):
+            cited = Rejection("grounded", "misses_gold", f"the answer does not state {' / '.join(gold.answers)}", answer)
         if not isinstance(cited, Rejection) and cfg.slot_gate:
             missing = slot_problem(answer, items[i].question, text)
             if isinstance(missing, str):  # the results concern the question but do not say it
@@ -303,24 +314,48 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             outcomes[i].rejection = cited
             continue
         outcomes[i].row = _search_row(items[i], cfg, teacher, backend, stages, [first[i], reply], outcomes[i].repairs,
-                                      reasoning, query, results[:shown], text, answer)
+                                      reasoning, query, results[:shown], text, answer, verified=gold is not None)
     for i, (reasoning, query, results, text, missing) in sorted(abstaining.items()):
         shown = len(_SHOWN_RE.findall(text))
         outcomes[i].row = _search_row(items[i], cfg, teacher, backend, {"query": cfg.max_tokens_query}, [first[i]],
                                       outcomes[i].repairs, reasoning, query, results[:shown], text,
                                       abstention(items[i].question, query, results[:shown], missing), answer=ABSTAINED,
-                                      missing=missing)
+                                      missing=missing, verified=_search_gold(cfg, items[i]) is not None)
     return outcomes
+
+
+MISSING_ANSWER = "答案"
+"""``meta.missing`` of a row whose results concern the question but, by the pool's gold, do not answer it."""
+
+
+def _search_gold(cfg: "SynthConfig", item: Item) -> "Question | None":
+    """The pool's gold for a search question (``search_gold`` on, ``answerable`` set), else None."""
+    g = item.gold
+    return g if cfg.search_gold and item.type == "search" and g is not None and g.answerable is not None else None
+
+
+def _holds(gold: "Question", text: str, anywhere: bool = True) -> bool:
+    """Does ``text`` state the gold key fact (the eval's scorer; ``anywhere``: not just its conclusion)?"""
+    from thinksearch.scoring import matches_gold
+
+    return bool(gold.answers) and matches_gold(text, gold.answers, gold.match, anywhere)
+
+
+def _render(cfg: "SynthConfig", results: Sequence["Result"]) -> str:
+    return fmt.render_results(results, cfg.search.max_result_chars, cfg.search.max_total_chars)
 
 
 def _search_row(it: Item, cfg: "SynthConfig", teacher: "Teacher", backend: "SearchBackend", stages: dict[str, int],
                 replies: list[TeacherReply], repairs: list[str], reasoning: str, query: str, results: Sequence["Result"],
-                text: str, answer_text: str, answer: str = "teacher", missing: str | None = None) -> dict[str, Any]:
+                text: str, answer_text: str, answer: str = "teacher", missing: str | None = None,
+                verified: bool = False) -> dict[str, Any]:
     # An abstaining row either passed no relevance gate (nothing was relevant) or its results
     # lack what the question asks for (``missing``, meta.missing); its grounded answer is code's.
     passed = ["query", "search"] + (["relevance"] if cfg.relevance_gate and (answer == "teacher" or missing) else []) \
         + (["grounded"] if answer == "teacher" else [])
     extra = {"missing": missing} if missing is not None else {}
+    if verified:  # checked against the pool's gold: states the key fact, or abstains where gold says it must
+        extra["verified"] = "gold"
     return {
         "id": it.id, "type": "search",
         "messages": fmt.search_messages(it.question, decided("knowledge" if _probed_unknown(it) else "search", reasoning, cfg), query, text, answer_text),

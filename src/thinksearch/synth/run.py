@@ -56,6 +56,9 @@ class _Queue:
         self.pool, self.max_unverified, self.unverified = pool, max_unverified, unverified
         self.passed_over = 0
         """Questions without gold not asked because the unverified cap was reached."""
+        self.full: "_AbstentionCap | None" = None
+        """Set on the search queue with ``search_gold``: questions the gold marks unanswerable are
+        passed over while this cap is full, since their rows could only abstain and be dropped."""
 
     @property
     def needed(self) -> int:
@@ -75,6 +78,10 @@ class _Queue:
                 if self.unverified + sum(not (i.gold and i.gold.checkable) for i in items) >= self.max_unverified:
                     self.passed_over += 1
                     continue
+            if self.full is not None and entry is not None and entry.answerable is False \
+                    and self.full.rows + sum(i.gold is not None and i.gold.answerable is False for i in items) >= self.full.cap:
+                self.passed_over += 1  # not a rejection: a rerun with room under the cap asks it
+                continue
             items.append(Item(qid, self.kind, q, entry))
         return items
 
@@ -210,6 +217,8 @@ def synthesize(
         queues = {k: _Queue(k, qs.shuffled(p.questions, f"{cfg.seed}:{k}"), stats.target[k], done, skip, p)
                   for k, p in pools.items()}
         abstaining = _AbstentionCap(cfg.max_abstaining_share, stats.target.get("search", 0), existing)
+        if cfg.search_gold and "search" in queues:
+            queues["search"].full = abstaining
         if cfg.gold_checked and "thinking" in queues:
             stats.gold = GoldTally(cfg.samples_per_question)
             q = queues["thinking"]
@@ -269,6 +278,9 @@ def synthesize(
         if stats.gold is not None and "thinking" in queues:
             q = queues["thinking"]
             stats.unverified = {"rows_in_file": q.unverified, "cap": q.max_unverified, "passed_over": q.passed_over}
+        if "search" in queues and queues["search"].passed_over:
+            _say(console, f"{queues['search'].passed_over} search questions the gold marks unanswerable were not asked: "
+                          f"the abstention cap (--max-abstaining-share) was full")
         stats.seconds = time.monotonic() - started
         _save_stats(stats, console)
         _save_report(cfg, pools, console)
