@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 from thinksearch import format as fmt
 from thinksearch import questions as qs
@@ -401,6 +401,22 @@ def invented_in_query(query: str, question: str) -> Rejection | None:
     said = [c for c in _STATEMENT_RE.findall(query) if qs.key(c) not in qs.key(question)]
     if said:
         return Rejection("query", "query_statement", f"states what the question does not: {said[0].strip()}", query)
+    return None
+
+
+def pasted_result(answer: str, titles: Sequence[str]) -> Rejection | None:
+    """Gate on a grounded answer: a result's title followed by a dash is that result pasted whole
+    (the tool turn's "title — text" layout, which the teacher also rewrites as "title——text").
+
+    >>> pasted_result("北京冬季供暖与寒冷天气——北京的法定供暖期一般为……", ["北京冬季供暖与寒冷天气"]).reason
+    'copied_results'
+    >>> pasted_result("北约秘书长吕特（2024年10月起）[1]", ["北约秘书长吕特（2024年10月起）"]) is None
+    True
+    """
+    for title in titles:
+        title = " ".join(title.split())
+        if title and re.search(re.escape(title) + r"\s*[—–-]", answer):
+            return Rejection("grounded", "copied_results", f"the result “{title[:24]}” pasted whole", answer)
     return None
 
 
