@@ -218,6 +218,9 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
     student sees unrelated results answered by saying so. With ``slot_gate``, a grounded answer
     to a question asking for a clock time or a day that gives neither is rejected when the
     results give one, and replaced by an abstention that names what is missing when they do not.
+    With ``search_gold``, a question whose pool row carries gold is checked against it: the
+    teacher answers only when a shown result holds the key fact (else code abstains), and its
+    answer must state that fact (else grounded/misses_gold).
     """
     from thinksearch.search.base import SearchError
     from thinksearch.synth.relevance import relevant, result_text
