@@ -26,7 +26,7 @@ import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -39,17 +39,21 @@ from thinksearch.synth.output import read_rows  # noqa: E402
 from thinksearch.synth.verify import final  # noqa: E402
 
 
+def _rows_with_gold(rows: Iterable[dict[str, Any]], kind: str, gold: dict[str, questions.Question]
+                    ) -> Iterator[tuple[dict[str, Any], str, questions.Question | None]]:
+    """Each row of type ``kind`` with its normalised question and that question's gold (None: none)."""
+    for row in rows:
+        if row.get("type") == kind:
+            question = questions.normalize(next(m["content"] for m in row["messages"] if m["role"] == "user"))
+            yield row, question, gold.get(question)
+
+
 def check(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dict[str, Any]:
     """Per ``meta.verified`` label and per category: thinking rows with gold whose final answer holds it."""
-    gold = {q.text: q for q in pool if q.checkable}
     right: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     by_category: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     misses, no_gold = [], 0
-    for row in rows:
-        if row.get("type") != "thinking":
-            continue
-        question = questions.normalize(next(m["content"] for m in row["messages"] if m["role"] == "user"))
-        q = gold.get(question)
+    for row, question, q in _rows_with_gold(rows, "thinking", {q.text: q for q in pool if q.checkable}):
         if q is None:
             no_gold += 1
             continue
@@ -70,14 +74,9 @@ def check(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dic
 def check_search(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dict[str, Any]:
     """Search rows whose question has gold, by what the final answer does: states the key fact,
     abstains, or neither (a miss), split by whether the corpus answers the question."""
-    gold = {q.text: q for q in pool if q.answerable is not None}
     counts: dict[str, int] = defaultdict(int)
     misses = []
-    for row in rows:
-        if row.get("type") != "search":
-            continue
-        question = questions.normalize(next(m["content"] for m in row["messages"] if m["role"] == "user"))
-        q = gold.get(question)
+    for row, question, q in _rows_with_gold(rows, "search", {q.text: q for q in pool if q.answerable is not None}):
         if q is None:
             counts["without gold"] += 1
             continue
