@@ -59,6 +59,8 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tmp_path, tiny_model_dir, t
             "search_questions": str(ROOT / "data/questions/search.jsonl"),
             "eval_questions": str(eval_file),
             "num_thinking": 6, "num_search": 6, "batch_size": 4, "require_citation": False,
+            # The scripted teacher's grounded answers do not state the pool's key facts.
+            "search_gold": False,
             "teacher": {"backend": "openai", "model": "scripted", "base_url": teacher.base_url,
                         "timeout_s": 5.0, "backoff_s": 0.01},
             "search": {"backend": "local", "k": 3},
