@@ -80,7 +80,7 @@ def check_search(rows: Iterable[dict[str, Any]], pool: list[questions.Question])
         if q is None:
             counts["without gold"] += 1
             continue
-        said = next(m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant")
+        said = final(row) or ""
         fact = bool(q.answerable) and scoring.matches_gold(said, q.answers, q.match)
         got = "key fact" if fact else "abstains" if scoring.abstains(said) else "miss"
         counts[f"{'answerable' if q.answerable else 'unanswerable'}: {got}"] += 1

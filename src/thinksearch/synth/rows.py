@@ -227,6 +227,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
 
     first = call(teacher, [_request(cfg, query_messages(it.question), cfg.max_tokens_query, it, 1) for it in items])
     outcomes = [Outcome(it) for it in items]
+    golds = [_search_gold(cfg, it) for it in items]
     found: dict[int, tuple[str, str, list["Result"], str]] = {}
     abstaining: dict[int, tuple[str, str, list["Result"], str, str | None]] = {}
     for i, reply in enumerate(first):
@@ -266,7 +267,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             outcomes[i].rejection = Rejection("search", "search_error", str(e).splitlines()[0] if str(e) else type(e).__name__,
                                               query, transient=True)
             continue
-        gold = _search_gold(cfg, it)
+        gold = golds[i]
         if cfg.relevance_gate or gold is not None:
             on_topic = relevant(it.question, results, cfg.relevance_threshold)
             kept = [r for r, ok in zip(results, on_topic) if ok or (gold is not None and _holds(gold, result_text(r)))]
@@ -303,7 +304,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             cited = pasted_result(answer, [r.title for r in results[:shown]])
         if not isinstance(cited, Rejection) and cfg.number_gate:
             cited = unsupported_in_answer(answer, items[i].question, text)
-        gold = _search_gold(cfg, items[i])
+        gold = golds[i]
         if not isinstance(cited, Rejection) and gold is not None and not _holds(gold, answer, anywhere=False):
             cited = Rejection("grounded", "misses_gold", f"the answer does not state {' / '.join(gold.answers)}", answer)
         if not isinstance(cited, Rejection) and cfg.slot_gate:
@@ -323,7 +324,7 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
         outcomes[i].row = _search_row(items[i], cfg, teacher, backend, {"query": cfg.max_tokens_query}, [first[i]],
                                       outcomes[i].repairs, reasoning, query, results[:shown], text,
                                       abstention(items[i].question, query, results[:shown], missing), answer=ABSTAINED,
-                                      missing=missing, verified=_search_gold(cfg, items[i]) is not None)
+                                      missing=missing, verified=golds[i] is not None)
     return outcomes
 
 

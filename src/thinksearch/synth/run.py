@@ -55,7 +55,8 @@ class _Queue:
         self.pos = 0
         self.pool, self.max_unverified, self.unverified = pool, max_unverified, unverified
         self.passed_over = 0
-        """Questions without gold not asked because the unverified cap was reached."""
+        """Questions not asked because a cap was full: on the thinking queue, questions without gold
+        (the unverified cap); on the search queue, ones the gold marks unanswerable (``full``)."""
         self.full: "_AbstentionCap | None" = None
         """Set on the search queue with ``search_gold``: questions the gold marks unanswerable are
         passed over while this cap is full, since their rows could only abstain and be dropped."""
