@@ -79,6 +79,26 @@ def test_answering_a_search_question_from_memory_shows_up():
     assert f["searched"] is False and f["unsupported_numbers"] == ["2000"] and f["confidently_wrong"] is True
 
 
+def test_abstaining_with_the_key_fact_in_hand_is_over_abstention():
+    """An abstention is honest only when the results lack the answer: with the key fact in the
+    results it read, the same sentence counts against the model."""
+    over = answer_flags(rec("search", "", KEY, searches=["[1] 金价 — 接近每盎司3500美元"],
+                            final="搜索结果里没有今天金价的信息。"))
+    assert over["answer_in_results"] is True and over["abstained"] is True and over["correct"] is False
+    honest = answer_flags(rec("search", "", KEY, searches=["[1] 油价 — 92号汽油7.5元"],
+                              final="搜索结果里没有今天金价的信息。"))
+    assert honest["answer_in_results"] is False
+    m = answer_metrics([rec("search", "", KEY, searches=["3500"], final="结果里没有相关信息。", id_="a"),
+                        rec("search", "", KEY, searches=["3500"], final="约3500美元。", id_="b"),
+                        rec("search", "", KEY, searches=["无关"], final="结果里没有相关信息。", id_="c"),
+                        rec("search", "", UNANSWERABLE, searches=["3500"], final="结果里没有相关信息。", id_="d")])
+    assert (m["abstention_with_answer"]["k"], m["abstention_with_answer"]["n"]) == (1, 2)
+    # A report.json written before the flag existed still rescores.
+    old = rec("search", "", KEY, searches=["3500"], final="结果里没有相关信息。")
+    old["answer"] = {k: v for k, v in answer_flags(old).items() if k != "answer_in_results"}
+    assert answer_metrics([old])["abstention_with_answer"]["n"] == 0
+
+
 def test_metrics_count_and_intervals():
     records = [
         rec("thinking", "<thinking>x</thinking>6", GOLD6, id_="a"),

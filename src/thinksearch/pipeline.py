@@ -292,6 +292,7 @@ ANSWER_FIGURES = {
     "thinking_accuracy": "thinking answers right (gold)",
     "grounded_answer": "search answers with the key fact",
     "abstention_unanswerable": "abstains when results lack it",
+    "abstention_with_answer": "abstains with the key fact in its results",
     "answers_with_unsupported_numbers": "search answers with unsupported numbers",
     "confidently_wrong": "confidently wrong (no search, no abstention)",
 }

@@ -8,6 +8,8 @@ gates use:
 - answerable search questions: the key fact appears in the final answer ("grounded");
 - unanswerable search questions (the corpus does not hold the answer): the answer says so
   ("abstained") instead of inventing a figure;
+- answerable search questions whose results, as the model read them, hold the key fact: the
+  answer abstains anyway ("over-abstention"), the failure a high abstention rate can hide;
 - every search question's answer: the numbers in it that appear neither in the question nor in
   the results the model read (unsupported numbers), whether or not it searched, so answering
   from memory shows up;
@@ -62,8 +64,12 @@ def answer_flags(rec: Mapping[str, Any]) -> dict[str, Any]:
     answers = gold.get("answers")
     answerable = gold.get("answerable", True)
     correct = None
+    answer_in_results = None
     if answers and answerable:
         correct = final is not None and scoring.matches_gold(final, answers, gold.get("match", "any"))
+        if rec["type"] == "search":
+            texts = "\n".join(s.get("text") or "" for s in searches)
+            answer_in_results = scoring.matches_gold(texts, answers, gold.get("match", "any"))
     abstained = scoring.abstains(final)
     unsupported: list[str] | None = None
     numbers = 0
@@ -77,6 +83,7 @@ def answer_flags(rec: Mapping[str, Any]) -> dict[str, Any]:
         "gold": bool(gold),
         "answerable": answerable if rec["type"] == "search" else None,
         "correct": correct,
+        "answer_in_results": answer_in_results,
         "abstained": abstained,
         "numbers": numbers,
         "unsupported_numbers": unsupported,
@@ -96,6 +103,8 @@ def answer_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     think = [f for t, f in a if t == "thinking" and f["correct"] is not None]
     answerable = [f for t, f in a if t == "search" and f["correct"] is not None]
     unanswerable = [f for t, f in a if t == "search" and f["gold"] and f["answerable"] is False]
+    # .get: report.json files written before this flag existed are rescored without it.
+    held = [f for t, f in a if t == "search" and f.get("answer_in_results")]
     with_numbers = [f for t, f in a if t == "search" and f["numbers"]]
     gold = [f for _, f in a if f["correct"] is not None]
     return {
@@ -103,6 +112,7 @@ def answer_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "grounded_answer": proportion(sum(f["correct"] for f in answerable), len(answerable)),
         "grounded_answer_searched": proportion(sum(f["correct"] and f["searched"] for f in answerable), len(answerable)),
         "abstention_unanswerable": proportion(sum(f["abstained"] for f in unanswerable), len(unanswerable)),
+        "abstention_with_answer": proportion(sum(f["abstained"] for f in held), len(held)),
         "answers_with_unsupported_numbers": proportion(
             sum(bool(f["unsupported_numbers"]) for f in with_numbers), len(with_numbers)),
         "unsupported_number_share": proportion(
