@@ -153,12 +153,6 @@ class SynthConfig:
     leaves less than half of it) instead of rejected. With a small max_tokens_analysis this
     trains traces short enough to close </thinking> within the eval's token limit (README,
     The search decision); off: every truncated trace is rejected."""
-    plain_trace: bool = False
-    """A thinking trace's Markdown layout (section headings, bullets, bold, blank lines) is taken
-    out by code, its words kept (repair "analysis: plain"). The 0.5B teacher writes most traces as
-    Markdown documents; tuned students that open with a heading ran out of tokens before deciding
-    far more often than those that open in prose (README, The search decision). Off: traces are
-    kept as the teacher wrote them."""
     min_trace_chars: int = 10
     """Gate: shorter reasoning traces (thinking and search) are rejected as too short."""
     min_answer_chars: int = 2

@@ -103,51 +103,6 @@ def trimmed(reply: TeacherReply, use_reasoning: bool = False) -> TeacherReply | 
     return None
 
 
-_HEADING_RE = re.compile(r"^\s*#{1,6}\s*")
-_BULLET_RE = re.compile(r"^\s*[-*•]\s+")
-_EMPHASIS_RE = re.compile(r"\*\*|__")
-_SENTENCE_RE = re.compile(r"[。！？!?；;，,]")
-
-
-def plain(trace: str) -> str:
-    """A trace's Markdown layout taken out, its words kept: heading lines that only name a
-    section (``### 问题理解``) are dropped, other headings, bullets and bold lose their marks,
-    indentation and blank lines go, and a label alone on its line runs on into the next one.
-    Numbered steps stay.
-
-    Why: a 0.5B teacher writes half its traces as Markdown documents, whatever its prompt says,
-    and the tuned student then opens its answers the same way and keeps listing steps past the
-    eval's token limit without deciding (README, The search decision).
-
-    >>> plain("### 问题理解\\n\\n1. **已知**：\\n   - 长：2米\\n   - 宽：1.5米\\n\\n### 结论：体积是3立方米。")
-    '1. 已知：长：2米\\n宽：1.5米\\n结论：体积是3立方米。'
-    >>> plain("先算总价：3件共90元。")
-    '先算总价：3件共90元。'
-    """
-    lines = []
-    for line in trace.splitlines():
-        heading = bool(_HEADING_RE.match(line))
-        line = _EMPHASIS_RE.sub("", _BULLET_RE.sub("", _HEADING_RE.sub("", line))).strip()
-        # A heading with no sentence in it only names the section the next lines fill.
-        if not line or (heading and not _SENTENCE_RE.search(line) and len(line) <= 16):
-            continue
-        # A label on its own line ("理解题意：") runs on into the line it introduces.
-        if lines and lines[-1].endswith(("：", ":")) and len(lines[-1]) <= 20:
-            lines[-1] += line
-        else:
-            lines.append(line)
-    return "\n".join(lines)
-
-
-def plained(reply: TeacherReply) -> TeacherReply | None:
-    """A trace reply (its own reasoning when it gave one, else its text) with :func:`plain`
-    applied; None when there was no layout to take out."""
-    field = "reasoning" if reply.reasoning else "text"
-    text = (getattr(reply, field) or "").strip()
-    flat = plain(text)
-    return None if flat == text else replace(reply, **{field: flat})
-
-
 def check_text(reply: TeacherReply, stage: str, min_chars: int, max_repetition: float,
                use_reasoning: bool = False) -> tuple[str, str] | Rejection:
     """Gate one teacher reply; returns (text, source) or why it is rejected.

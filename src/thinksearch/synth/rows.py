@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from thinksearch import format as fmt
 from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
                                      invented_in_query, parse_query_reply, pasted_result, reasoning_problem,
-                                     plained, slot_problem, trimmed, unsupported_in_answer)
+                                     slot_problem, trimmed, unsupported_in_answer)
 from thinksearch.synth.output import SynthStats
 from thinksearch.synth.prompts import (analysis_messages, answer_messages, grounded_messages, hint_messages,
                                        query_messages)
@@ -35,8 +35,6 @@ TEMPLATE_REPAIR = "reasoning: template"
 """How a row records that its reasoning is :func:`.templates.template_reasoning`: this repair in ``meta.gates.repairs``."""
 TRIM_REPAIR = "analysis: trimmed"
 """How a thinking row records that its trace was cut at its last full sentence (``trim_analysis``)."""
-PLAIN_REPAIR = "analysis: plain"
-"""How a thinking row records that code took its trace's Markdown layout out (``plain_trace``)."""
 ABSTAINED = "abstained"
 """``meta.answer`` of a search row none of whose results concerned the question: its answer is
 :func:`.templates.abstention`, written by code (the teacher wrote the rest)."""
@@ -147,11 +145,6 @@ def _thinking_candidates(slots: Sequence[tuple[Item, int, int]], prompts: Sequen
             if cut is not None:
                 reply = cut
                 cands[s].repairs.append(TRIM_REPAIR)
-        if cfg.plain_trace:
-            flat = plained(reply)
-            if flat is not None:
-                reply = flat
-                cands[s].repairs.append(PLAIN_REPAIR)
         got = check_text(reply, "analysis", cfg.min_trace_chars, *gate, use_reasoning=True)
         if isinstance(got, Rejection):
             cands[s].rejection = got
