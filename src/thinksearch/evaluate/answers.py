@@ -66,10 +66,11 @@ def answer_flags(rec: Mapping[str, Any]) -> dict[str, Any]:
     correct = None
     answer_in_results = None
     if answers and answerable:
-        correct = final is not None and scoring.matches_gold(final, answers, gold.get("match", "any"))
+        match = gold.get("match", "any")
+        correct = final is not None and scoring.matches_gold(final, answers, match)
         if rec["type"] == "search":
             texts = "\n".join(s.get("text") or "" for s in searches)
-            answer_in_results = scoring.matches_gold(texts, answers, gold.get("match", "any"))
+            answer_in_results = scoring.matches_gold(texts, answers, match)
     abstained = scoring.abstains(final)
     unsupported: list[str] | None = None
     numbers = 0
