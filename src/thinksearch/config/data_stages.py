@@ -153,6 +153,12 @@ class SynthConfig:
     leaves less than half of it) instead of rejected. With a small max_tokens_analysis this
     trains traces short enough to close </thinking> within the eval's token limit (README,
     The search decision); off: every truncated trace is rejected."""
+    brief_traces: bool = False
+    """Ask the teacher for a thinking trace of two or three sentences of prose that ends in its
+    conclusion (no lists, no headings; the gold hint too) instead of sections that restate the
+    question, list steps and check them. A trace that repeats the prompt's wording is rejected
+    (analysis/echoes_prompt). With max_tokens_analysis at about 128 and trim_analysis off, every
+    kept trace is one the teacher finished in that budget (README, The search decision)."""
     min_trace_chars: int = 10
     """Gate: shorter reasoning traces (thinking and search) are rejected as too short."""
     min_answer_chars: int = 2

@@ -277,6 +277,20 @@ def answer_problem(answer: str, question: str, min_chars: int) -> Rejection | No
     return None
 
 
+
+def echoes_prompt(trace: str, task: str, run: int = 6) -> Rejection | None:
+    """Reject a trace that repeats ``run`` or more characters of the task's wording in a row:
+    a trace that writes the instruction as its own labels ("最后一句给出结论：……") teaches the
+    student those labels instead of reasoning.
+
+    >>> echoes_prompt("最后一句给出结论：甲说的是真话。", "用两三句话写出推理，最后一句给出结论。").detail
+    "repeats '最后一句给出'"
+    >>> echoes_prompt("甲和丙的话互相矛盾，所以乙说的是真话。", "用两三句话写出推理，最后一句给出结论。") is None
+    True
+    """
+    hit = next((task[i:i + run] for i in range(len(task) - run + 1) if task[i:i + run] in trace), None)
+    return None if hit is None else Rejection("analysis", "echoes_prompt", f"repeats {hit!r}", trace)
+
 _BRACKETED_RE = re.compile(r"[（(][^（）()]*[）)]")
 
 

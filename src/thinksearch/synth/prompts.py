@@ -12,17 +12,20 @@ from typing import Any
 
 TEACHER_SYSTEM = "你是一位知识渊博、表达简洁的中文助手。只输出被要求的内容，不要使用任何标签、标记或Markdown标题。"
 
-ANALYSIS_PROMPT = (
-    "请针对下面的问题写出你的思考过程：理解题意，列出关键步骤或依据，必要时验证结果。"
-    "只写思考过程本身，不要另写最终答案的总结。简洁清楚，一般不超过200字。\n\n问题：{question}"
-)
+STEPS_TASK = "请针对下面的问题写出你的思考过程：理解题意，列出关键步骤或依据，必要时验证结果。"
+STEPS_LENGTH = "只写思考过程本身，不要另写最终答案的总结。简洁清楚，一般不超过200字。"
+# ``synth.brief_traces``: the steps task above is what the teacher turns into headed sections
+# ("理解题意：… 关键步骤：1. …"), which a student copies and runs past the eval's token limit.
+# Named sections are left out here on purpose: asked to "抓住关键条件, 一步步推出结果", the 0.5B
+# teacher wrote those phrases as labels (5 of 42 traces), so this asks for prose only.
+BRIEF_TASK = "请针对下面的问题，用两三句连贯的中文写出你的推理，最后一句给出结论。"
+BRIEF_LENGTH = "不要分点，不要写标题，一般不超过100字。"
+ANALYSIS_PROMPT = "{task}{length}\n\n问题：{question}"
 # Rationalisation (STaR): the answer is given, the trace must reach it on its own. Told not to
 # mention it, since a trace that says "已知答案是……" teaches the student to cite a hint it never gets.
 HINT_PROMPT = (
-    "请针对下面的问题写出你的思考过程：理解题意，列出关键步骤或依据，必要时验证结果。"
-    "这道题的正确结果是：{answer}。你的思考过程要靠自己的推理一步步得出这个结果，"
-    "不要说结果是已知的或别人给的，也不要提到这句话。"
-    "只写思考过程本身，不要另写最终答案的总结。简洁清楚，一般不超过200字。\n\n问题：{question}"
+    "{task}这道题的正确结果是：{answer}。你的思考过程要靠自己的推理一步步得出这个结果，"
+    "不要说结果是已知的或别人给的，也不要提到这句话。{length}\n\n问题：{question}"
 )
 ANSWER_PROMPT = (
     "问题：{question}\n\n思考过程：\n{analysis}\n\n"
@@ -52,12 +55,16 @@ def _chat(user: str) -> list[dict[str, Any]]:
     return [{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": user}]
 
 
-def analysis_messages(question: str) -> list[dict[str, Any]]:
-    return _chat(ANALYSIS_PROMPT.format(question=question))
+def _trace_task(brief: bool) -> dict[str, str]:
+    return {"task": BRIEF_TASK, "length": BRIEF_LENGTH} if brief else {"task": STEPS_TASK, "length": STEPS_LENGTH}
 
 
-def hint_messages(question: str, answer: str) -> list[dict[str, Any]]:
-    return _chat(HINT_PROMPT.format(question=question, answer=answer))
+def analysis_messages(question: str, brief: bool = False) -> list[dict[str, Any]]:
+    return _chat(ANALYSIS_PROMPT.format(question=question, **_trace_task(brief)))
+
+
+def hint_messages(question: str, answer: str, brief: bool = False) -> list[dict[str, Any]]:
+    return _chat(HINT_PROMPT.format(question=question, answer=answer, **_trace_task(brief)))
 
 
 def answer_messages(question: str, analysis: str) -> list[dict[str, Any]]:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check_citations, check_text,
-                                     invented_in_query, parse_query_reply, pasted_result, reasoning_problem,
+                                     echoes_prompt, invented_in_query, parse_query_reply, pasted_result, reasoning_problem,
                                      slot_problem, trimmed, unsupported_in_answer)
 from thinksearch.synth.output import SynthStats
-from thinksearch.synth.prompts import (analysis_messages, answer_messages, grounded_messages, hint_messages,
+from thinksearch.synth.prompts import (BRIEF_TASK, analysis_messages, answer_messages, grounded_messages, hint_messages,
                                        query_messages)
 from thinksearch.synth.templates import abstention, template_reasoning
 from thinksearch.synth.verify import Tried, candidate_seed, candidates, hint_answer, pick, rationalised
@@ -146,6 +146,8 @@ def _thinking_candidates(slots: Sequence[tuple[Item, int, int]], prompts: Sequen
                 reply = cut
                 cands[s].repairs.append(TRIM_REPAIR)
         got = check_text(reply, "analysis", cfg.min_trace_chars, *gate, use_reasoning=True)
+        if not isinstance(got, Rejection) and cfg.brief_traces:
+            got = echoes_prompt(got[0], BRIEF_TASK) or got
         if isinstance(got, Rejection):
             cands[s].rejection = got
         else:
@@ -182,7 +184,7 @@ def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig"
     the items no candidate got right are asked once more, together, with the answer as a hint.
     """
     slots = [(it, j, k) for it in items for k in (candidates(cfg, it),) for j in range(k)]
-    cands = _thinking_candidates(slots, [analysis_messages(it.question) for it, _, _ in slots], 1, teacher, cfg, call)
+    cands = _thinking_candidates(slots, [analysis_messages(it.question, cfg.brief_traces) for it, _, _ in slots], 1, teacher, cfg, call)
     outcomes = []
     for it in items:
         mine = [c for c, (ci, _, _) in zip(cands, slots) if ci is it]
@@ -191,7 +193,7 @@ def thinking_batch(items: Sequence[Item], teacher: "Teacher", cfg: "SynthConfig"
     if cfg.gold_hint:
         missed = [n for n, o in enumerate(outcomes) if o.rejection is not None and o.rejection.label == "gold/mismatch"]
         hinted = [(items[n], 0, 1) for n in missed]
-        prompts = [hint_messages(it.question, hint_answer(it.gold)) for it, _, _ in hinted]
+        prompts = [hint_messages(it.question, hint_answer(it.gold), cfg.brief_traces) for it, _, _ in hinted]
         # Seeded as stages 3 and 4: a rerun asks the same, and no seed of stages 1-2 is reused.
         for n, cand in zip(missed, _thinking_candidates(hinted, prompts, 3, teacher, cfg, call)):
             outcomes[n].row, outcomes[n].rejection = rationalised(items[n], cand)
