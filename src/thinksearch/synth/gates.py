@@ -277,7 +277,6 @@ def answer_problem(answer: str, question: str, min_chars: int) -> Rejection | No
     return None
 
 
-
 def echoes_prompt(trace: str, task: str, run: int = 6) -> Rejection | None:
     """Reject a trace that repeats ``run`` or more characters of the task's wording in a row:
     a trace that writes the instruction as its own labels ("最后一句给出结论：……") teaches the
@@ -290,6 +289,7 @@ def echoes_prompt(trace: str, task: str, run: int = 6) -> Rejection | None:
     """
     hit = next((task[i:i + run] for i in range(len(task) - run + 1) if task[i:i + run] in trace), None)
     return None if hit is None else Rejection("analysis", "echoes_prompt", f"repeats {hit!r}", trace)
+
 
 _BRACKETED_RE = re.compile(r"[（(][^（）()]*[）)]")
 
