@@ -36,3 +36,13 @@ def test_no_rows_of_a_kind_is_no_rate():
     p = policy_metrics([rec("search", "prices", CALL)])
     assert p["reasoning_false_search"] == {"k": 0, "n": 0, "rate": None, "ci95": None}
     assert p["fresh_data_recall"]["rate"] == 1.0
+
+
+def test_answers_whose_thinking_the_loop_closed_are_counted():
+    closed = {"rounds": [{"raw": "<thinking>\n需要查\n</thinking>\n2。", "closed_thinking": True}],
+              "searches": [], "final": "<thinking>\n需要查\n</thinking>\n2。"}
+    records = [rec("thinking", "arithmetic", "<thinking>\n需要查\n</thinking>\n2。"),
+               {**rec("thinking", "logic", "<thinking>\n推理\n</thinking>\n甲。"), "agent": closed}]
+    p = policy_metrics(records)
+    assert (p["closed_thinking"]["k"], p["closed_thinking"]["n"]) == (1, 2)
+    assert p["undecided"]["k"] == 0  # closed, it answered: decided

@@ -202,6 +202,8 @@ class Round:
     invalid_calls: list[str] = field(default_factory=list)
     """Why each malformed call was rejected."""
     finish_reason: str = "stop"
+    closed_thinking: bool = False
+    """The turn hit the token limit inside its thinking and the loop closed it (``close_thinking``)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -323,15 +325,42 @@ class Agent:
         return ToolRun(query, [r.to_dict() if hasattr(r, "to_dict") else dict(vars(r)) for r in results], text,
                        None, time.perf_counter() - t0)
 
+    # -- closing a thinking cut at the token limit
+    def _closing(self, conv: _Conv, c: Completion) -> list[Message] | None:
+        """The conversation to go on with when ``c`` stopped inside its thinking and
+        ``close_thinking`` is on: the turn so far, closed; None otherwise (or if it cannot fit)."""
+        if not (self.cfg.close_thinking and c.finish_reason == "length" and fmt.thinking_unclosed(c.text)):
+            return None
+        messages = [*conv.messages, {"role": "assistant", "content": fmt.close_thinking(c.text)}]
+        limit = min(self.engine.context_length, self.cfg.context_tokens)
+        return messages if self.engine.count_tokens(messages) + self.cfg.close_thinking <= limit else None
+
+    @staticmethod
+    def _closed(c: Completion, more: Completion) -> Completion:
+        """One turn: what came before the limit, the closing tag, and what the model wrote after it."""
+        return Completion(fmt.close_thinking(c.text) + more.text, more.finish_reason, c.prompt_tokens,
+                          c.completion_tokens + more.completion_tokens, c.seconds + more.seconds)
+
+    def _close_all(self, convs: Sequence[_Conv], comps: list[Completion], sampling: Sampling) -> list[bool]:
+        """Close, in one batched generate, every turn of ``comps`` cut inside its thinking
+        (replaced in place); which ones were closed."""
+        todo = [(i, m) for i, (conv, c) in enumerate(zip(convs, comps)) if (m := self._closing(conv, c)) is not None]
+        if todo:
+            more = self.engine.generate([m for _, m in todo], dataclasses.replace(sampling, max_new_tokens=self.cfg.close_thinking))
+            for (i, _), extra in zip(todo, more):
+                comps[i] = self._closed(comps[i], extra)
+        closed = {i for i, _ in todo}
+        return [i in closed for i in range(len(comps))]
+
     def _step(self, conv: _Conv, c: Completion, first_token_s: float | None,
-              emit: Callable[[Event], None] | None, cancelled: bool = False) -> None:
+              emit: Callable[[Event], None] | None, cancelled: bool = False, closed: bool = False) -> None:
         """Take one generated turn: finish, correct once, or run the searches and go on."""
         text = c.text
         for end in fmt.END_OF_TURN:
             text = text.split(end, 1)[0]
         parsed = fmt.parse(text)
         index = len(conv.result.rounds)
-        rnd = Round(index, text, parsed.thinking, parsed.answer, finish_reason=c.finish_reason,
+        rnd = Round(index, text, parsed.thinking, parsed.answer, finish_reason=c.finish_reason, closed_thinking=closed,
                     prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                     seconds=c.seconds, first_token_s=first_token_s)
         res = conv.result
@@ -377,8 +406,10 @@ class Agent:
             active = [c for c in convs if not c.done and self._fits(c, sampling)]
             if not active:
                 break
-            for conv, comp in zip(active, self.engine.generate([c.messages for c in active], sampling)):
-                self._step(conv, comp, None, None)
+            comps = self.engine.generate([c.messages for c in active], sampling)
+            closed = self._close_all(active, comps, sampling)
+            for conv, comp, was_closed in zip(active, comps, closed):
+                self._step(conv, comp, None, None, closed=was_closed)
         for c in convs:
             if not c.done:  # pragma: no cover - the loop finishes every conversation by max_rounds
                 self._finish(c, "max_rounds")
@@ -395,24 +426,39 @@ class Agent:
             index = len(conv.result.rounds)
             if on_event:
                 on_event(Event("round", "", index))
-            splitter, t0, first, completion = StreamSplitter(), time.perf_counter(), None, None
-            for item in self.engine.stream(conv.messages, sampling, cancel):
-                if isinstance(item, Completion):
-                    completion = item
-                    break
-                if first is None:
-                    first = time.perf_counter() - t0
+            splitter, t0 = StreamSplitter(), time.perf_counter()
+            completion, first = self._stream_turn(conv.messages, sampling, cancel, splitter, on_event, index, t0)
+            closing = None if cancel is not None and cancel.is_set() else self._closing(conv, completion)
+            if closing is not None:
                 if on_event:
-                    for kind, text in splitter.feed(item):
+                    for kind, text in splitter.feed(closing[-1]["content"][len(completion.text):]):
                         on_event(Event(kind, text, index))  # type: ignore[arg-type]
+                more, _ = self._stream_turn(closing, dataclasses.replace(sampling, max_new_tokens=self.cfg.close_thinking),
+                                            cancel, splitter, on_event, index, t0)
+                completion = self._closed(completion, more)
             if on_event:
                 for kind, text in splitter.close():
                     on_event(Event(kind, text, index))  # type: ignore[arg-type]
-            assert completion is not None, "an engine's stream must end with a Completion"
-            self._step(conv, completion, first, on_event, cancelled=cancel is not None and cancel.is_set())
+            self._step(conv, completion, first, on_event, cancelled=cancel is not None and cancel.is_set(),
+                       closed=closing is not None)
         if not conv.done:
             self._finish(conv, conv.result.stop_reason)
         return conv.result
+
+    def _stream_turn(self, messages: Sequence[Message], sampling: Sampling, cancel: threading.Event | None,
+                     splitter: StreamSplitter, on_event: Callable[[Event], None] | None, index: int,
+                     t0: float) -> tuple[Completion, float | None]:
+        """Stream one generate through ``splitter`` to ``on_event``; its Completion and the time to its first piece."""
+        first = None
+        for item in self.engine.stream(messages, sampling, cancel):
+            if isinstance(item, Completion):
+                return item, first
+            if first is None:
+                first = time.perf_counter() - t0
+            if on_event:
+                for kind, text in splitter.feed(item):
+                    on_event(Event(kind, text, index))  # type: ignore[arg-type]
+        raise AssertionError("an engine's stream must end with a Completion")
 
     def ask(self, question: str, history: Sequence[Message] = (), **kw: Any) -> AgentResult:
         """One question (after ``history``), answered through the loop."""

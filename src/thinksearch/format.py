@@ -137,10 +137,38 @@ class ChatTokenizer(Protocol):
 
 
 def render(tokenizer: ChatTokenizer, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False) -> str:
-    """Render a conversation through the tokenizer's own chat template (never by hand)."""
+    """Render a conversation through the tokenizer's own chat template (never by hand).
+
+    With ``add_generation_prompt``, a conversation that ends in an assistant turn is a turn to
+    go on with (the agent closing a thinking for the model, :func:`close_thinking`): the prompt
+    ends inside that turn instead of opening a new one.
+    """
+    if add_generation_prompt and messages and messages[-1].get("role") == "assistant":
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, continue_final_message=True)
     return tokenizer.apply_chat_template(
         list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
     )
+
+
+def thinking_unclosed(text: str) -> bool:
+    """Whether a turn opened ``<thinking>`` and stopped before closing it or calling a tool.
+
+    >>> thinking_unclosed("<thinking>\\n这个问题要用到会变化的最新信息，需要搜索。\\n谁？谁？谁？")
+    True
+    >>> thinking_unclosed("<thinking>\\n想一想\\n</thinking>\\n答案")
+    False
+    """
+    start = text.find(THINK_OPEN)
+    return start >= 0 and THINK_CLOSE not in text[start:] and TOOL_OPEN not in text[start:]
+
+
+def close_thinking(text: str) -> str:
+    """A turn cut inside its thinking, closed so that the model can go on to decide.
+
+    >>> close_thinking("<thinking>\\n需要搜索。\\n谁？谁？ ")
+    '<thinking>\\n需要搜索。\\n谁？谁？\\n</thinking>\\n'
+    """
+    return f"{text.rstrip()}\n{THINK_CLOSE}\n"
 
 
 def prompt_messages(question: str, system: str = SYSTEM_PROMPT) -> list[dict[str, Any]]:

@@ -164,6 +164,8 @@ class AgentConfig:
     """Nucleus sampling threshold (with temperature > 0)."""
     repetition_penalty: float = 1.0
     """> 1 discourages repeating tokens (transformers engine)."""
+    close_thinking: int = 0
+    """When a turn reaches max_new_tokens inside <thinking>, close the thinking and let the model write up to this many more tokens in the same turn (0: off). Use it with a model trained on decision lines (synth.decision_line): its trace states the decision first, and the closed turn follows it."""
     seed: int | None = None
     """Sampling seed (with temperature > 0)."""
     system_prompt: str | None = None
@@ -179,6 +181,7 @@ class AgentConfig:
         check_positive(self, "max_rounds", "max_new_tokens", "context_tokens", "history_tokens", "timeout_s", "top_p", "threads")
         check_positive(self, "temperature", allow_zero=True)
         check_positive(self, "repetition_penalty")
+        check_positive(self, "close_thinking", allow_zero=True)
         if self.top_p > 1:
             raise invalid("top_p", f"must be <= 1, got {self.top_p!r}")
         if self.max_new_tokens >= self.context_tokens:
@@ -255,6 +258,12 @@ class EvalConfig:
     it breaks the loops a small tuned model falls into ("男演员、女演员、男演员……" until the token
     limit), which count as undecided. 1: none, the reference's plain greedy decoding. Qwen2.5's
     own generation config uses 1.05-1.1 (README, The search decision, measures it here)."""
+    close_thinking: int = 0
+    """With --agent: when a turn reaches max_new_tokens inside <thinking>, close the thinking
+    and let the model write up to this many more tokens in the same turn (0: off, and a cut
+    thinking counts as undecided). Meant for a model trained on decision lines
+    (synth.decision_line), whose trace states the decision before it can loop; without them a
+    closed thinking is mostly followed by a search, whatever the question (README, Results)."""
     batch_size: int = 8
     """Questions generated together; 1 generates one at a time."""
     continuous_batching: bool = True
@@ -282,7 +291,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "limit_per_type", "max_new_tokens", "batch_size", "max_rounds", "repetition_penalty")
-        check_positive(self, "temperature", allow_zero=True)
+        check_positive(self, "temperature", "close_thinking", allow_zero=True)
         if not 0 < self.top_p <= 1:
             raise invalid("top_p", f"must be in (0, 1], got {self.top_p!r}")
         if not self.data.strip():

@@ -119,6 +119,14 @@ class OpenAIEngine:
             p["extra_body"] = {self.REPETITION_PENALTY: sampling.repetition_penalty}
         return p
 
+    def _chat_params(self, messages: Sequence[Message], sampling: Sampling) -> dict[str, Any]:
+        """The chat API's parameters; a conversation ending in an assistant turn asks the endpoint
+        to go on with that turn (vLLM's ``continue_final_message``, sent only then)."""
+        p = self._params(sampling)
+        if messages and messages[-1].get("role") == "assistant":
+            p["extra_body"] = {**p.get("extra_body", {}), "continue_final_message": True, "add_generation_prompt": False}
+        return p
+
     @staticmethod
     def _repair(text: str, finish: str | None) -> tuple[str, Literal["stop", "length"]]:
         if text.count(fmt.TOOL_OPEN) > text.count(fmt.TOOL_CLOSE) and finish != "length":
@@ -147,7 +155,7 @@ class OpenAIEngine:
             text, finish = r.choices[0].text or "", r.choices[0].finish_reason
         else:
             r = self._call(lambda: self.client.chat.completions.create(
-                messages=_to_openai_messages(messages), **self._params(sampling)))
+                messages=_to_openai_messages(messages), **self._chat_params(messages, sampling)))
             text, finish = self._chat_text(r.choices[0].message), r.choices[0].finish_reason
         text, reason = self._repair(text, finish)
         usage = r.usage
@@ -175,6 +183,7 @@ class OpenAIEngine:
             prompt = self.render(messages)
             response = self._call(lambda: self.client.completions.create(prompt=prompt, **params))
         else:
+            params = {**self._chat_params(messages, sampling), "stream": True, "stream_options": {"include_usage": True}}
             response = self._call(lambda: self.client.chat.completions.create(messages=_to_openai_messages(messages), **params))
         text, finish, usage = "", None, None
         in_reasoning = False

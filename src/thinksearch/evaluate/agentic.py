@@ -49,7 +49,7 @@ def agent_settings(cfg: EvalConfig) -> AgentConfig:
     return AgentConfig(
         max_rounds=cfg.max_rounds, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
         top_p=cfg.top_p, seed=cfg.seed if cfg.temperature > 0 else None, search=cfg.search,
-        repetition_penalty=cfg.repetition_penalty,
+        repetition_penalty=cfg.repetition_penalty, close_thinking=cfg.close_thinking,
         context_tokens=max(4096, cfg.max_new_tokens * (cfg.max_rounds + 2)),
     )
 
@@ -79,7 +79,8 @@ def agent_record(base: Mapping[str, Any], result: AgentResult) -> dict[str, Any]
     )
     rec["agent"] = {
         "stop_reason": result.stop_reason,
-        "rounds": [{"raw": r.raw, "finish_reason": r.finish_reason, "completion_tokens": r.completion_tokens}
+        "rounds": [{"raw": r.raw, "finish_reason": r.finish_reason, "completion_tokens": r.completion_tokens,
+                    **({"closed_thinking": True} if r.closed_thinking else {})}
                    for r in result.rounds],
         "searches": [{"query": t.query, "text": t.text, "error": t.error,
                       "results": [{k: x.get(k) for k in ("title", "url", "date", "source", "id") if x.get(k)}

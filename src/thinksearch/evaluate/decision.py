@@ -10,7 +10,9 @@ The policy the project teaches (README, "The search decision"):
   knows the answer and searched where it does not; what must not happen is a **wrong answer
   without a search** (nor an abstention: saying "I don't know" is allowed);
 - and every answer decides within the token limit: **undecided** is an output that neither
-  searched nor closed ``</thinking>``.
+  searched nor closed ``</thinking>``. With ``--close-thinking`` the loop closes a thinking
+  cut at the limit and the model goes on: those answers count as decided by what follows,
+  and **closed by the loop** says how many needed it.
 
 Each figure is a count with its 95% Wilson interval (:func:`thinksearch.evaluate.answers.proportion`).
 Records are scored by :func:`thinksearch.evaluate.answers.answer_flags`. Pure functions, no model.
@@ -34,6 +36,7 @@ POLICY_ROWS = (
     ("knowledge_right_unsearched", "knowledge questions answered right from memory"),
     ("knowledge_searched", "knowledge questions searched"),
     ("undecided", "undecided (no search, </thinking> never closed)"),
+    ("closed_thinking", "thinking closed by the loop at the token limit (--close-thinking)"),
 )
 
 
@@ -53,4 +56,6 @@ def policy_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "knowledge_right_unsearched": proportion(sum(bool(f["correct"]) for f in unsearched), len(knowledge)),
         "knowledge_searched": proportion(sum(f["searched"] for f in knowledge), len(knowledge)),
         "undecided": proportion(sum(not f["searched"] and not f["has_final_answer"] for _, f in flags), len(flags)),
+        "closed_thinking": proportion(sum(any(x.get("closed_thinking") for x in (r.get("agent") or {}).get("rounds", []))
+                                          for r, _ in flags), len(flags)),
     }

@@ -67,6 +67,7 @@ def generation_settings(spec: ModelSpec, resolved: "ResolvedModel", cfg: EvalCon
         "stop": [fmt.TOOL_CLOSE, *fmt.END_OF_TURN],
         # Only when set, so the outputs saved before the option existed still resume.
         **({"repetition_penalty": cfg.repetition_penalty} if cfg.repetition_penalty != 1 else {}),
+        **({"close_thinking": cfg.close_thinking} if cfg.close_thinking and cfg.agent else {}),
         **({"agent": agent_loop_settings(cfg)} if cfg.agent else {}),
     }
 
