@@ -178,12 +178,12 @@ class OpenAIEngine:
     def stream(self, messages: Sequence[Message], sampling: Sampling,
                cancel: threading.Event | None = None) -> Iterator[str | Completion]:
         t0 = time.perf_counter()
-        params = {**self._params(sampling), "stream": True, "stream_options": {"include_usage": True}}
+        base = self._params(sampling) if self.api == "completions" else self._chat_params(messages, sampling)
+        params = {**base, "stream": True, "stream_options": {"include_usage": True}}
         if self.api == "completions":
             prompt = self.render(messages)
             response = self._call(lambda: self.client.completions.create(prompt=prompt, **params))
         else:
-            params = {**self._chat_params(messages, sampling), "stream": True, "stream_options": {"include_usage": True}}
             response = self._call(lambda: self.client.chat.completions.create(messages=_to_openai_messages(messages), **params))
         text, finish, usage = "", None, None
         in_reasoning = False
