@@ -48,6 +48,16 @@ def test_the_closed_turn_goes_on_to_the_search_it_stated(tiny_tokenizer, stream)
         assert "".join(e.text for e in events if e.kind == "thinking" and e.round == 0) == fmt.parse(cut).thinking
 
 
+def test_streamed_events_show_the_closing_tag_after_a_cut_that_ends_in_whitespace(tiny_tokenizer):
+    cut = "<thinking>\n想一想。\n谁？" + " " * 30
+    eng = ScriptedEngine(tiny_tokenizer, reply=lambda m: "答案是2。" if m[-1]["role"] == "assistant" else cut)
+    events = []
+    r = Agent(eng, FixedSearch(), AgentConfig(max_new_tokens=24, close_thinking=96)).ask("问题？", on_event=events.append)
+    assert r.rounds[0].raw == "<thinking>\n想一想。\n谁？\n</thinking>\n答案是2。" and r.answer == "答案是2。"
+    assert "".join(e.text for e in events if e.kind == "answer") == "答案是2。"
+    assert "".join(e.text for e in events if e.kind == "thinking").strip() == "想一想。\n谁？"
+
+
 def test_off_by_default_a_cut_thinking_ends_the_question(tiny_tokenizer):
     a = loop_agent(tiny_tokenizer)
     r = a.ask("菲律宾总统是谁？")
