@@ -159,7 +159,8 @@ class SynthConfig:
     question, list steps and check them. A trace that repeats the prompt's wording is rejected
     (analysis/echoes_prompt). With max_tokens_analysis at about 128 and trim_analysis off, every
     kept trace is one the teacher finished in that budget. Measured: undecided answers fell, and
-    so did fresh-data recall (README, Results: Brief thinking traces)."""
+    so did fresh-data recall unless decision_line is on too (README, Results: Brief thinking
+    traces). On in configs/quickstart.yaml, with decision_line."""
     min_trace_chars: int = 10
     """Gate: shorter reasoning traces (thinking and search) are rejected as too short."""
     min_answer_chars: int = 2
@@ -210,8 +211,10 @@ class SynthConfig:
     decision_line: bool = False
     """Open every trace with a fixed sentence that states the decision: no search needed (thinking
     rows) or a search needed (search rows), so both row types train the same position on the
-    same choice, right after the question. Off by default: the decisions it trained were not
-    stable at the quickstart's size (README, Results)."""
+    same choice, right after the question. With step-list traces the decisions it trained were
+    not stable; with brief_traces and the eval's close_thinking, three seeds searched 84-93% of
+    fresh-data questions with no false search (README, Results). On in configs/quickstart.yaml;
+    off here, where the teacher may write long traces."""
     samples_per_question: int = 1
     """Gold-checked sampling: candidates the teacher writes per thinking question that carries gold
     (all in the same batched calls, each with its own seed). A row is kept only when its final
