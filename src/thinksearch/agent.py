@@ -430,8 +430,8 @@ class Agent:
             completion, first = self._stream_turn(conv.messages, sampling, cancel, splitter, on_event, index, t0)
             closing = None if cancel is not None and cancel.is_set() else self._closing(conv, completion)
             if closing is not None:
-                if on_event:  # the closing tag (the closed turn drops the trailing whitespace already streamed)
-                    for kind, text in splitter.feed(closing[-1]["content"][len(completion.text.rstrip()):]):
+                if on_event:
+                    for kind, text in splitter.feed(fmt.CLOSING):
                         on_event(Event(kind, text, index))  # type: ignore[arg-type]
                 more, _ = self._stream_turn(closing, dataclasses.replace(sampling, max_new_tokens=self.cfg.close_thinking),
                                             cancel, splitter, on_event, index, t0)

@@ -162,13 +162,17 @@ def thinking_unclosed(text: str) -> bool:
     return start >= 0 and THINK_CLOSE not in text[start:] and TOOL_OPEN not in text[start:]
 
 
+# What close_thinking appends to a cut turn (a stream that already showed the turn shows this next).
+CLOSING = f"\n{THINK_CLOSE}\n"
+
+
 def close_thinking(text: str) -> str:
     """A turn cut inside its thinking, closed so that the model can go on to decide.
 
     >>> close_thinking("<thinking>\\n需要搜索。\\n谁？谁？ ")
     '<thinking>\\n需要搜索。\\n谁？谁？\\n</thinking>\\n'
     """
-    return f"{text.rstrip()}\n{THINK_CLOSE}\n"
+    return text.rstrip() + CLOSING
 
 
 def prompt_messages(question: str, system: str = SYSTEM_PROMPT) -> list[dict[str, Any]]:
