@@ -227,3 +227,22 @@ def test_a_worked_answer_cut_off_at_a_list_number_does_not_match_that_number():
     cut = "2. **确定最小球数**：\n   9 - 2 = 7\n\n5. **分析摸球结果**：如果摸出7个球，我们有：\n   - 7个黑球\n\n6."
     assert not sc.matches_gold(cut, ["6"])
     assert sc.matches_gold(cut.replace("\n\n6.", "\n\n所以至少摸出6个。"), ["6"])
+
+
+@pytest.mark.parametrize("final, gold, hit", [
+    ("诈骗不可能。", ["诈骗", "骗局"], False),             # the gold word, denied (a kept synth row, gold_hint run)
+    ("这不是骗局，可以放心。", ["骗局"], False),
+    ("光年并非时间单位，而是长度单位。", ["长度单位"], True),  # the denial is of another term
+    ("这很可能是骗局：正规抽奖不收手续费。", ["骗局"], True),
+    ("不确定，但多半是骗局。", ["骗局"], True),             # a negation further away does not count
+    ("它不是骗局吗？当然是骗局。", ["骗局"], True),          # one affirmed mention is enough
+])
+def test_a_denied_gold_word_is_not_the_answer(final, gold, hit):
+    assert sc.matches_gold(final, gold) is hit
+
+
+def test_a_two_part_gold_needs_both_parts():
+    # Pool row pool-think-arithmetic-22: the root, and that -144 has none among the reals.
+    gold = ["12", "没有"]
+    assert not sc.matches_gold("144的平方根是12。是的，负144在实数范围内有平方根。", gold, "all")
+    assert sc.matches_gold("负144在实数范围内没有平方根；144的平方根是12。", gold, "all")

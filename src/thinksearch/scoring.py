@@ -273,12 +273,37 @@ def answer_in(final: str, gold: str, anywhere: bool = False) -> bool:
     (True, False)
     >>> answer_in("结果是14.0", "14")
     True
+
+    A word gold must not be denied where it stands ("不是骗局", "诈骗不可能"); one affirmed
+    mention is enough.
+
+    >>> answer_in("诈骗不可能。", "诈骗"), answer_in("这不是骗局吗？当然是骗局。", "骗局")
+    (False, True)
     """
     g = normalize(gold)
     if _is_number(g):
         end = final if anywhere else conclusion(final)
         return _contains(normalize(end), g) or Decimal(g) in set(numbers(end))
-    return _contains(normalize(final), g)
+    text = normalize(final)
+    if anywhere:
+        return _contains(text, g)
+    return any(not _negated(text, m.start(), m.end()) for m in re.finditer(re.escape(g), text))
+
+
+# A term the answer denies is not its answer: "不是骗局", "并非长度单位", "诈骗不可能". Only the
+# words right beside the term count, so "骗局，不要转账" or "不确定，但多半是骗局" still match.
+_NEGATION_BEFORE = re.compile(r"(?:不是|并非|并不是|不属于|不算|没有|不会是|不可能是|不可能|不)$")
+_NEGATION_AFTER = re.compile(r"^(?:是?不可能|并不|不是|是错的|是错误的|不对|不成立|不存在)")
+
+
+def _negated(text: str, start: int, end: int) -> bool:
+    """Is the gold term at ``text[start:end]`` denied by the words right beside it?
+
+    >>> [_negated(t, t.index("骗局"), t.index("骗局") + 2) for t in ("这是骗局", "这不是骗局", "骗局不可能")]
+    [False, True, True]
+    """
+    return _NEGATION_BEFORE.search(text[max(0, start - 4) : start]) is not None or \
+        _NEGATION_AFTER.match(text[end : end + 5]) is not None
 
 
 def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", anywhere: bool = False) -> bool:
