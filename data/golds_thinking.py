@@ -68,7 +68,7 @@ def shampoo(q: str) -> list[str]:
 
 def leap_february(q: str) -> list[str]:
     assert calendar.isleap(2024)
-    return [str(calendar.monthrange(2024, 2)[1])]
+    return ["闰年", str(calendar.monthrange(2024, 2)[1])]
 
 
 def original_fraction(q: str) -> list[str]:
@@ -360,7 +360,9 @@ COMPUTED: dict[str, Callable[[str], list[str]]] = {
     "pool-think-arithmetic-19": lambda q: [num(D(450) / 100 * 7 * 8)],
     "pool-think-arithmetic-20": lambda q: [num(Fraction(300, 60 + 40))],
     "pool-think-arithmetic-21": lambda q: [num(360 * (1 - Fraction(1, 4)) * (1 - Fraction(1, 3)))],
-    "pool-think-arithmetic-22": lambda q: [str(math.isqrt(144))],
+    # Both halves: the root, and that -144 has none among the reals (a square is never negative).
+    "pool-think-arithmetic-22": lambda q: [str(math.isqrt(144)),
+                                           "没有" if all(x * x != -144 for x in range(-145, 146)) else "有"],
     "pool-think-arithmetic-23": up_then_down,
     "pool-think-arithmetic-24": lambda q: [str(math.gcd(12, 18)), str(math.lcm(12, 18))],
     "pool-think-arithmetic-25": lambda q: fraction_names(
@@ -372,7 +374,7 @@ COMPUTED: dict[str, Callable[[str], list[str]]] = {
     "pool-think-arithmetic-30": lambda q: [str(math.perm(5, 2))],
     "pool-think-arithmetic-31": lambda q: [str(3 + (20 - 1) * 4)],
     "pool-think-arithmetic-32": lambda q: [num(8000 * D("0.3") * 12)],
-    "pool-think-arithmetic-33": lambda q: [num(Fraction(3 * 4, 2))] if 3**2 + 4**2 == 5**2 else [],
+    "pool-think-arithmetic-33": lambda q: ["直角三角形", num(Fraction(3 * 4, 2))] if 3**2 + 4**2 == 5**2 else [],
     "pool-think-arithmetic-34": lambda q: [num(D("3.6") * 1000 / 3600) + "米"],  # a bare 1 is in many answers
     "pool-think-arithmetic-35": bottles,
     "pool-think-arithmetic-36": linear_pair,
