@@ -58,7 +58,7 @@ def check(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dic
             no_gold += 1
             continue
         said = final(row)
-        ok = scoring.matches_gold(said, q.answers, q.match)
+        ok = scoring.matches_gold(said, q.answers, q.match, question=question)
         label = str((row.get("meta") or {}).get("verified") or "not checked")
         for tally in (right[label], right["all"], by_category[q.category or "uncategorised"]):
             tally[0] += ok

@@ -246,3 +246,17 @@ def test_a_two_part_gold_needs_both_parts():
     gold = ["12", "没有"]
     assert not sc.matches_gold("144的平方根是12。是的，负144在实数范围内有平方根。", gold, "all")
     assert sc.matches_gold("负144在实数范围内没有平方根；144的平方根是12。", gold, "all")
+
+
+def test_a_number_the_answer_only_repeats_from_the_question_is_not_its_answer():
+    q = "用6、7、8三个数字组成没有重复数字的三位数，一共能组成几个？最大的是哪个？"
+    wrong = "用6、7、8三个数字组成没有重复数字的三位数，一共能组成20个。最大的是876。"  # a kept synth row
+    assert sc.matches_gold(wrong, ["6", "876"], "all")  # the question's own 6 counted without it
+    assert not sc.matches_gold(wrong, ["6", "876"], "all", question=q)
+    assert sc.matches_gold("一共能组成6个，最大的是876。", ["6", "876"], "all", question=q)
+
+
+def test_only_whole_echoed_clauses_are_left_out():
+    q = '这段代码错在哪里：with open("a.txt") as f: data = f.read; print(len(data))'
+    assert sc.matches_gold("应写成 data = f.read()，少了括号。", ["read()"], question=q)
+    assert sc.without_echo("短句是，答案", "短句是") == "短句是，答案"  # under min_chars: kept

@@ -306,10 +306,12 @@ def _negated(text: str, start: int, end: int) -> bool:
         _NEGATION_AFTER.match(text[end : end + 5]) is not None
 
 
-def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", anywhere: bool = False) -> bool:
+def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", anywhere: bool = False,
+                 question: str | None = None) -> bool:
     """Does a final answer hold the gold: one accepted answer (``any``) or each of them (``all``)?
 
-    ``final`` None (no ``</thinking>``) never matches.
+    ``final`` None (no ``</thinking>``) never matches. With ``question``, the question's own
+    clauses repeated in the answer are left out first (:func:`without_echo`).
 
     >>> matches_gold("唐僧有三个徒弟：孙悟空、猪八戒和沙僧。", ["孙悟空", "猪八戒", "沙僧"], "all")
     True
@@ -320,8 +322,34 @@ def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", 
         raise ValueError(f"match must be one of {', '.join(MATCH_MODES)}, got {match!r}")
     if final is None or not answers:
         return False
+    if question:
+        final = without_echo(final, question)
     hits = (answer_in(final, a, anywhere) for a in answers)
     return any(hits) if match == "any" else all(hits)
+
+
+_BOUNDARY = r"，,。；;：:？?！!\s"
+_CLAUSE = re.compile(rf"[{_BOUNDARY}]+")
+
+
+def without_echo(final: str, question: str, min_chars: int = 6) -> str:
+    """``final`` without the clauses of ``question`` it repeats word for word.
+
+    A clause counts where it stands whole, between punctuation or spaces. Restating the
+    question is not answering it: "用6、7、8三个数字组成……，一共能组成20个" holds
+    the gold 6 only through the question's own "6" (a kept synth row, gold 6 and 876). Clauses
+    shorter than ``min_chars`` stay, so a short shared phrase ("最大的是") is not cut.
+
+    >>> without_echo("用6、7、8三个数字组成没有重复数字的三位数，一共能组成20个。",
+    ...              "用6、7、8三个数字组成没有重复数字的三位数，一共能组成几个？")
+    '，一共能组成20个。'
+    """
+    for clause in sorted(_CLAUSE.split(question), key=len, reverse=True):
+        clause = clause.strip()
+        if len(clause) >= min_chars:
+            # Whole clauses only: "data = f.read" echoed inside the fix "data = f.read()" stays.
+            final = re.sub(rf"(?:(?<=^)|(?<=[{_BOUNDARY}])){re.escape(clause)}(?=[{_BOUNDARY}]|$)", "", final)
+    return final
 
 
 def key_fact_present(final: str | None, row: Mapping[str, Any]) -> bool | None:

@@ -80,7 +80,8 @@ def final(row: Mapping[str, Any]) -> str | None:
 
 def is_right(row: dict[str, Any], gold: "Question") -> bool:
     """Does the row's final answer match gold, as the eval would score it?"""
-    return scoring.matches_gold(final(row), gold.answers, gold.match)
+    question = next((str(m.get("content") or "") for m in row.get("messages", []) if m.get("role") == "user"), None)
+    return scoring.matches_gold(final(row), gold.answers, gold.match, question=question)
 
 
 @dataclass
