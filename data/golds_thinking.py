@@ -360,9 +360,8 @@ COMPUTED: dict[str, Callable[[str], list[str]]] = {
     "pool-think-arithmetic-19": lambda q: [num(D(450) / 100 * 7 * 8)],
     "pool-think-arithmetic-20": lambda q: [num(Fraction(300, 60 + 40))],
     "pool-think-arithmetic-21": lambda q: [num(360 * (1 - Fraction(1, 4)) * (1 - Fraction(1, 3)))],
-    # Both halves: the root, and that -144 has none among the reals (a square is never negative).
-    "pool-think-arithmetic-22": lambda q: [str(math.isqrt(144)),
-                                           "没有" if all(x * x != -144 for x in range(-145, 146)) else "有"],
+    # Both halves: the root, and that -144 has none among the reals (no real square is negative).
+    "pool-think-arithmetic-22": lambda q: [str(math.isqrt(144)), "没有" if -144 < 0 else "有"],
     "pool-think-arithmetic-23": up_then_down,
     "pool-think-arithmetic-24": lambda q: [str(math.gcd(12, 18)), str(math.lcm(12, 18))],
     "pool-think-arithmetic-25": lambda q: fraction_names(

@@ -8,7 +8,8 @@ eval (is this answer right?) give the same verdict on the same text:
   like an untuned base model, is scored on its whole reply);
 - :func:`normalize`: the comparison form (NFKC, case, spaces, thousands separators, small
   Chinese numerals);
-- :func:`matches_gold`: does a final answer hold the accepted answers (``match`` any / all);
+- :func:`matches_gold`: does a final answer hold the accepted answers (``match`` any / all),
+  not denied where they stand ("不是骗局") and not only repeated from the question;
 - :func:`key_fact_present`: the same check for an answerable search question's key fact;
 - :func:`abstains`: does an answer say the results do not hold what was asked;
 - :func:`unsupported_numbers`: numbers in an answer found neither in the question nor in the
