@@ -346,10 +346,9 @@ def without_echo(final: str, question: str, min_chars: int = 6) -> str:
     '，一共能组成20个。'
     """
     for clause in sorted(_CLAUSE.split(question), key=len, reverse=True):
-        clause = clause.strip()
         if len(clause) >= min_chars:
             # Whole clauses only: "data = f.read" echoed inside the fix "data = f.read()" stays.
-            final = re.sub(rf"(?:(?<=^)|(?<=[{_BOUNDARY}])){re.escape(clause)}(?=[{_BOUNDARY}]|$)", "", final)
+            final = re.sub(rf"(?<![^{_BOUNDARY}]){re.escape(clause)}(?![^{_BOUNDARY}])", "", final)
     return final
 
 

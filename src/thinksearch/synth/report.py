@@ -30,7 +30,7 @@ from thinksearch import scoring
 from thinksearch.files import read_json, read_log, write_text_atomic
 from thinksearch.synth.output import reference_messages, sibling
 from thinksearch.synth.rows import ABSTAINED, TEMPLATE_REPAIR
-from thinksearch.synth.verify import UNCATEGORISED, final
+from thinksearch.synth.verify import UNCATEGORISED, final, question
 
 SAMPLES = 10
 SAMPLE_SEED = 0
@@ -51,10 +51,6 @@ def _read(path: Path) -> list[dict[str, Any]]:
 def _stats(path: Path) -> dict[str, Any]:
     data = read_json(path)
     return data if isinstance(data, dict) else {}
-
-
-def question(row: Mapping[str, Any]) -> str:
-    return next((str(m.get("content") or "") for m in row.get("messages", []) if m.get("role") == "user"), "")
 
 
 def is_template(row: Mapping[str, Any]) -> bool:

@@ -78,10 +78,14 @@ def final(row: Mapping[str, Any]) -> str | None:
     return scoring.final_answer(str(last.get("content") or "")) if last else None
 
 
+def question(row: Mapping[str, Any]) -> str:
+    """The row's question: its first user turn ("" if it has none)."""
+    return next((str(m.get("content") or "") for m in row.get("messages", []) if m.get("role") == "user"), "")
+
+
 def is_right(row: dict[str, Any], gold: "Question") -> bool:
     """Does the row's final answer match gold, as the eval would score it?"""
-    question = next((str(m.get("content") or "") for m in row.get("messages", []) if m.get("role") == "user"), None)
-    return scoring.matches_gold(final(row), gold.answers, gold.match, question=question)
+    return scoring.matches_gold(final(row), gold.answers, gold.match, question=question(row))
 
 
 @dataclass
