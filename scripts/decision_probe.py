@@ -1,0 +1,186 @@
+"""Which way would a tuned adapter decide, without running the evaluation? (issue 20)
+
+With ``synth.decision_line`` every trained trace opens with one of the fixed decision lines
+(:data:`thinksearch.synth.rows.DECISION_LINES`), and the evaluated model writes one of them
+first on every question. The lines share their first tokens and part where they say whether to
+search. This script renders each eval question as the evaluation does (the tuned tokenizer's
+chat template, the default system prompt), teacher-forces ``<thinking>`` and the shared tokens,
+and reads the next-token log-probabilities of the lines' first differing tokens: one forward pass
+per question instead of a whole agent loop. The greedy choice between the lines is the probed
+decision; ``margin`` is log p(a search line) - log p(the no-search line).
+
+It costs a few minutes per adapter on 2 cores where an evaluation costs 15-30, so a lever (epochs,
+learning rate, seeds) can be swept over checkpoints. Where a run directory holds a finished
+evaluation (``eval/outputs/tuned.jsonl``), the probe is compared with it question by question: the
+line the evaluated model opened with (llama.cpp on the f16 export) and whether it searched.
+
+    python scripts/decision_probe.py runs/quickstart/adapter runs/ep/e4s2/checkpoints/checkpoint-30 \\
+        --out scripts/results/decision_probe.json
+
+An argument may be an adapter directory or a run directory (its ``adapter`` is used, and its
+evaluation compared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+KINDS = ("fresh_data", "reasoning", "knowledge")
+
+
+def kind_of(item_type: str, category: str) -> str:
+    """The policy's three kinds: fresh data is searched, reasoning never, knowledge where unknown."""
+    from thinksearch.questions import KNOWLEDGE
+
+    return "fresh_data" if item_type == "search" else "knowledge" if category in KNOWLEDGE else "reasoning"
+
+
+def line_tokens(tok, prompt: str) -> tuple[list[int], dict[str, int]]:
+    """The tokens every decision line shares after ``prompt``, and each line's first own token.
+
+    Tokenized in context, as the model sees them, so a merge across the shared part and the
+    differing part cannot go unnoticed: a line whose first own token is not its own fails loudly.
+    """
+    from thinksearch.synth.rows import DECISION_LINES
+
+    seqs = {k: tok(prompt + "<thinking>\n" + line, add_special_tokens=False)["input_ids"] for k, line in DECISION_LINES.items()}
+    first = next(iter(seqs.values()))
+    n = 0
+    while all(len(s) > n and s[n] == first[n] for s in seqs.values()):
+        n += 1
+    heads = {k: s[n] for k, s in seqs.items()}
+    if len(set(heads.values())) != len(heads):
+        raise SystemExit(f"decision lines share their first differing token: {heads}")
+    return first[:n], heads
+
+
+def probe(model, tok, items, batch_size: int) -> list[dict]:
+    """Per question: log-probabilities of each line's first own token, and the top token's share."""
+    import torch
+
+    from thinksearch import format as fmt
+    from thinksearch.agent import build_messages
+
+    out = []
+    for i in range(0, len(items), batch_size):
+        batch, heads = [], None
+        for it in items[i:i + batch_size]:
+            prompt = fmt.render(tok, build_messages(it.question, system=it.system), add_generation_prompt=True)
+            ids, h = line_tokens(tok, prompt)
+            heads = heads or h
+            if h != heads:
+                raise SystemExit(f"decision lines tokenize differently after question {it.id}")
+            batch.append(ids)
+        width = max(map(len, batch))
+        pad = tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in batch])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in batch])
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, -1, :].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        for row in logp:
+            lines = {k: round(float(row[t]), 4) for k, t in heads.items()}
+            top = int(row.argmax())
+            margin = round(max(v for k, v in lines.items() if k != "thinking") - lines["thinking"], 4)
+            out.append({"logp": lines, "margin": margin, "top_is_a_line": top in heads.values(),
+                        "top_p": round(math.exp(float(row.max())), 4)})
+    return out
+
+
+def evaluated(run_dir: Path) -> dict[str, dict] | None:
+    """The finished evaluation's verdicts by question id: the line it opened with, and whether it searched."""
+    from thinksearch.evaluate.answers import answer_flags
+    from thinksearch.synth.rows import DECISION_LINES
+
+    path = run_dir / "eval" / "outputs" / "tuned.jsonl"
+    if not path.is_file():
+        return None
+    verdicts = {}
+    for line in path.open(encoding="utf-8"):
+        r = json.loads(line)
+        opened = next((k for k, dl in DECISION_LINES.items() if r["output"].startswith("<thinking>\n" + dl)), None)
+        verdicts[r["id"]] = {"opened": opened, "searched": bool(answer_flags(r)["searched"])}
+    return verdicts
+
+
+def auc(pos: list[float], neg: list[float]) -> float | None:
+    """How often a fresh-data question outranks a reasoning one: the ranking, apart from where the line is drawn."""
+    if not pos or not neg:
+        return None
+    return round(sum((x > y) + 0.5 * (x == y) for x in pos for y in neg) / (len(pos) * len(neg)), 4)
+
+
+def summarize(items, probes: list[dict], verdicts: dict | None) -> dict:
+    """Counts of probed search decisions per kind (with Wilson intervals), and agreement with the eval."""
+    from thinksearch.evaluate.answers import proportion
+
+    counts, agree = Counter(), Counter()
+    for it, p in zip(items, probes):
+        k = kind_of(it.type, it.category)
+        counts[(k, "n")] += 1
+        search = max(p["logp"], key=p["logp"].get) != "thinking"
+        p["search"] = search
+        counts[(k, "search")] += search
+        counts[("all", "off_path")] += not p["top_is_a_line"]
+        if verdicts and it.id in verdicts:
+            v = verdicts[it.id]
+            agree["n"] += 1
+            agree["line"] += (v["opened"] not in (None, "thinking")) == search
+            agree["searched"] += v["searched"] == search
+            agree["eval_searched_" + k] += v["searched"]
+    summary = {k: proportion(counts[(k, "search")], counts[(k, "n")]) for k in KINDS}
+    margins = {k: [p["margin"] for it, p in zip(items, probes) if kind_of(it.type, it.category) == k] for k in KINDS}
+    summary["median_margin"] = {k: statistics.median(v) if v else None for k, v in margins.items()}
+    summary["auc_fresh_vs_reasoning"] = auc(margins["fresh_data"], margins["reasoning"])
+    summary["off_path"] = counts[("all", "off_path")]
+    if agree:
+        summary["agreement"] = dict(agree)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("adapters", nargs="+", type=Path, help="adapter directories (or run directories holding adapter/)")
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", help="the base the adapters were trained on")
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "eval" / "test.jsonl", help="the eval set")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--out", type=Path, required=True, help="JSON path (rewritten after each adapter)")
+    args = ap.parse_args(argv)
+
+    from thinksearch import models
+    from thinksearch.evaluate.evalset import load_eval_set
+
+    items = list(load_eval_set(args.data).items)
+    base, _ = models.load(args.model)
+    result = {"model": args.model, "data": str(args.data), "questions": len(items), "adapters": []}
+    for a in args.adapters:
+        run_dir = a if (a / "adapter" / "adapter_config.json").is_file() else None
+        adapter = a / "adapter" if run_dir else a
+        t0 = time.perf_counter()
+        model = models.apply_adapter(copy.deepcopy(base), str(adapter)).merge_and_unload().eval()
+        tok = models.load_tokenizer(models.resolve(args.model, str(adapter), prepare_alias=False))
+        probes = probe(model, tok, items, args.batch_size)
+        del model
+        entry = {"adapter": str(a), "seconds": round(time.perf_counter() - t0, 1),
+                 **summarize(items, probes, evaluated(run_dir) if run_dir else None),
+                 "questions": [{"id": it.id, **p} for it, p in zip(items, probes)]}
+        result["adapters"].append(entry)
+        print(json.dumps({k: v for k, v in entry.items() if k != "questions"}, ensure_ascii=False), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
