@@ -123,6 +123,14 @@ def test_defaults_train_every_token_alike():
     TrainConfig(decision_tokens=0, decision_weight=0.5, packing=False)  # a weight under 1 is allowed
 
 
+def test_optimizer_steps_draw_rows_at_random_unless_length_grouping_is_asked_for(tmp_path):
+    # Grouped by length, the long search rows and the short thinking rows fill separate steps,
+    # and the seed decides which kind the last steps push the decision towards.
+    assert tr.build.sft_args(TrainConfig(), tmp_path, "fp32", has_eval=False).train_sampling_strategy == "random"
+    grouped = TrainConfig(group_by_length=True)
+    assert tr.build.sft_args(grouped, tmp_path, "fp32", has_eval=False).train_sampling_strategy == "group_by_length"
+
+
 # ----------------------------------------------------------------------------- the loss
 
 
