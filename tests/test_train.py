@@ -359,7 +359,7 @@ def test_merge_cli_errors(tmp_path, capsys):
 def test_batches_are_padded_dynamically_and_grouped_by_length(tiny_model_dir, tmp_path):
     rows = [thinking_row(i, trace_len=1 + (i * 7) % 9) for i in range(16)]
     cfg = small_config(tiny_model_dir, write_jsonl(tmp_path / "d.jsonl", rows), tmp_path / "run",
-                       eval_fraction=0.0, max_length=1024)
+                       eval_fraction=0.0, max_length=1024, group_by_length=True)  # off by default
     resolved, tok, data = tr.load_data(cfg)
     args = tr.sft_args(cfg, tmp_path / "run", "fp32", has_eval=False)
     trainer = tr.build_trainer(cfg, resolved, tok, data, args, "fp32")
