@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +43,17 @@ def ts_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("THINKSEARCH_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a file under scripts/ or bench/ (neither is a package) by its path from the repository root."""
+    root = Path(__file__).resolve().parent.parent
+
+    def load(relpath: str):
+        spec = importlib.util.spec_from_file_location(Path(relpath).stem + "_under_test", root / relpath)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -3,21 +3,13 @@ table is made from; the agreement counts decisions, not identical text."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_eval_engines.py"
-
-
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_eval_engines", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("bench/bench_eval_engines.py")
 
 
 def test_quick_run_writes_both_engines_the_ratio_and_the_agreement(bench, tmp_path):

@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("check_rows_script", ROOT / "scripts" / "check_rows.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _row(question, answer, verified=None, kind="thinking"):
@@ -23,7 +12,7 @@ def _row(question, answer, verified=None, kind="thinking"):
         {"role": "assistant", "content": f"<thinking>想一想。</thinking>{answer}"}]}
 
 
-def test_rows_are_scored_by_the_pool_gold_not_by_their_label(tmp_path, capsys):
+def test_rows_are_scored_by_the_pool_gold_not_by_their_label(load_script, tmp_path, capsys):
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
         {"question": "成年人全身一共有多少块骨头？", "category": "knowledge", "answers": ["206"], "match": "any"},
@@ -38,7 +27,7 @@ def test_rows_are_scored_by_the_pool_gold_not_by_their_label(tmp_path, capsys):
             _row("3乘以4等于多少？", "12", kind="search")]
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out_json = tmp_path / "out.json"
-    _script().main([str(data), "--pool", str(pool), "--json", str(out_json)])
+    load_script("scripts/check_rows.py").main([str(data), "--pool", str(pool), "--json", str(out_json)])
     out = json.loads(out_json.read_text(encoding="utf-8"))
     assert out["checkable_rows"]["gold"]["k"] == 1 and out["checkable_rows"]["gold"]["n"] == 2
     assert out["by_category"]["arithmetic"]["k"] == 0 and out["rows_without_gold"] == 1
@@ -46,7 +35,7 @@ def test_rows_are_scored_by_the_pool_gold_not_by_their_label(tmp_path, capsys):
     assert "miss [gold] 3乘以4等于多少？" in capsys.readouterr().out
 
 
-def test_search_rows_are_scored_by_the_search_pool_gold(tmp_path, capsys):
+def test_search_rows_are_scored_by_the_search_pool_gold(load_script, tmp_path, capsys):
     pool = tmp_path / "search.jsonl"
     pool.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
         {"type": "search", "question": "意大利总理是哪位？", "category": "office_holders", "answerable": True,
@@ -62,7 +51,7 @@ def test_search_rows_are_scored_by_the_search_pool_gold(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out_json = tmp_path / "out.json"
-    _script().main([str(data), "--search-pool", str(pool), "--json", str(out_json)])
+    load_script("scripts/check_rows.py").main([str(data), "--search-pool", str(pool), "--json", str(out_json)])
     out = json.loads(out_json.read_text(encoding="utf-8"))["search"]
     assert out["counts"] == {"answerable: key fact": 1, "answerable: miss": 1, "unanswerable: abstains": 1,
                              "unanswerable: miss": 1}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -13,15 +11,10 @@ from thinksearch.agent import build_messages
 from thinksearch.evaluate.evalset import EvalItem
 from thinksearch.synth.rows import DECISION_LINES
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("decision_probe_script", ROOT / "scripts" / "decision_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("scripts/decision_probe.py")
 
 
 def _items():
