@@ -81,7 +81,7 @@ class TrainConfig:
     keep_checkpoints: bool = False
     """Keep checkpoints/ after a run finishes (by default they are removed once the adapter is saved)."""
     group_by_length: bool = False
-    """Batch rows of similar length together, so dynamic padding wastes little. Off by default: search rows are longer than thinking rows, so grouped optimizer steps hold one kind each and the search decision ends where the seed's last steps leave it (fresh-data questions searched 143 vs 106 of 147 for two seeds; random batches: 129 vs 123, README Results). On, the quickstart trained at 104 tok/s against 81 (15.2 against 18.7 min, 2 cores)."""
+    """Batch rows of similar length together, so dynamic padding wastes little. Off by default: search rows are longer than thinking rows, so grouped optimizer steps hold one kind each and the search decision ends where the seed's last steps leave it (fresh-data questions searched 143 vs 106 of 147 for two seeds; random batches: 129, 123 and 124 for three, README Results). On, the quickstart trained at 104 tok/s against 81 (15.2 against 18.7 min, 2 cores)."""
     packing: bool = False
     """Pack several rows into each sequence of max_length tokens (best-fit, rows never split; implies padding_free)."""
     padding_free: bool = False
