@@ -14,8 +14,7 @@ learning rate, seeds) can be swept over checkpoints. Where a run directory holds
 evaluation (``eval/outputs/tuned.jsonl``), the probe is compared with it question by question: the
 line the evaluated model opened with (llama.cpp on the f16 export) and whether it searched.
 
-    python scripts/decision_probe.py runs/quickstart/adapter runs/ep/e4s2/checkpoints/checkpoint-30 \\
-        --out scripts/results/decision_probe.json
+    python scripts/decision_probe.py runs/quickstart runs/rnd/s2 --out runs/rnd/probe.json
 
 An argument may be an adapter directory or a run directory (its ``adapter`` is used, and its
 evaluation compared).
@@ -37,13 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 KINDS = ("fresh_data", "reasoning", "knowledge")
-
-
-def kind_of(item_type: str, category: str) -> str:
-    """The policy's three kinds: fresh data is searched, reasoning never, knowledge where unknown."""
-    from thinksearch.questions import KNOWLEDGE
-
-    return "fresh_data" if item_type == "search" else "knowledge" if category in KNOWLEDGE else "reasoning"
 
 
 def line_tokens(tok, prompt: str) -> tuple[list[int], dict[str, int]]:
@@ -72,9 +64,9 @@ def probe(model, tok, items, batch_size: int) -> list[dict]:
     from thinksearch import format as fmt
     from thinksearch.agent import build_messages
 
-    out = []
+    out, heads = [], None
     for i in range(0, len(items), batch_size):
-        batch, heads = [], None
+        batch = []
         for it in items[i:i + batch_size]:
             prompt = fmt.render(tok, build_messages(it.question, system=it.system), add_generation_prompt=True)
             ids, h = line_tokens(tok, prompt)
@@ -122,26 +114,33 @@ def auc(pos: list[float], neg: list[float]) -> float | None:
 
 
 def summarize(items, probes: list[dict], verdicts: dict | None) -> dict:
-    """Counts of probed search decisions per kind (with Wilson intervals), and agreement with the eval."""
+    """Counts of probed search decisions per kind (with Wilson intervals), and agreement with the eval.
+
+    Kinds are the eval's own (:func:`thinksearch.evaluate.decision.policy_kind`); a thinking
+    question of no known category counts only in the agreement, as in the eval's figures.
+    """
     from thinksearch.evaluate.answers import proportion
+    from thinksearch.evaluate.decision import policy_kind
 
     counts, agree = Counter(), Counter()
+    margins: dict[str | None, list[float]] = {k: [] for k in (*KINDS, None)}
     for it, p in zip(items, probes):
-        k = kind_of(it.type, it.category)
+        k = policy_kind(it.type, it.category)
         counts[(k, "n")] += 1
         search = max(p["logp"], key=p["logp"].get) != "thinking"
         p["search"] = search
         counts[(k, "search")] += search
+        margins[k].append(p["margin"])
         counts[("all", "off_path")] += not p["top_is_a_line"]
         if verdicts and it.id in verdicts:
             v = verdicts[it.id]
             agree["n"] += 1
             agree["line"] += (v["opened"] not in (None, "thinking")) == search
             agree["searched"] += v["searched"] == search
-            agree["eval_searched_" + k] += v["searched"]
+            if k:
+                agree["eval_searched_" + k] += v["searched"]
     summary = {k: proportion(counts[(k, "search")], counts[(k, "n")]) for k in KINDS}
-    margins = {k: [p["margin"] for it, p in zip(items, probes) if kind_of(it.type, it.category) == k] for k in KINDS}
-    summary["median_margin"] = {k: statistics.median(v) if v else None for k, v in margins.items()}
+    summary["median_margin"] = {k: statistics.median(margins[k]) if margins[k] else None for k in KINDS}
     summary["auc_fresh_vs_reasoning"] = auc(margins["fresh_data"], margins["reasoning"])
     summary["off_path"] = counts[("all", "off_path")]
     if agree:
@@ -162,14 +161,14 @@ def main(argv: list[str] | None = None) -> dict:
     from thinksearch.evaluate.evalset import load_eval_set
 
     items = list(load_eval_set(args.data).items)
-    base, _ = models.load(args.model)
+    # The tokenizer is the base model's: an adapter changes no token, and the eval renders with it too.
+    base, tok = models.load(args.model)
     result = {"model": args.model, "data": str(args.data), "questions": len(items), "adapters": []}
     for a in args.adapters:
         run_dir = a if (a / "adapter" / "adapter_config.json").is_file() else None
         adapter = a / "adapter" if run_dir else a
         t0 = time.perf_counter()
         model = models.apply_adapter(copy.deepcopy(base), str(adapter)).merge_and_unload().eval()
-        tok = models.load_tokenizer(models.resolve(args.model, str(adapter), prepare_alias=False))
         probes = probe(model, tok, items, args.batch_size)
         del model
         entry = {"adapter": str(a), "seconds": round(time.perf_counter() - t0, 1),

@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     from thinksearch.agent import build_messages
     from thinksearch.engines.llamacpp import start_server
     from thinksearch.evaluate.answers import answer_flags
+    from thinksearch.evaluate.decision import policy_kind
     from thinksearch.evaluate.metrics import question_flags
-    from thinksearch.questions import KNOWLEDGE
 
     records = [json.loads(line) for line in (args.run_dir / "eval" / "outputs" / "tuned.jsonl").open(encoding="utf-8")]
     todo = undecided(records)
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
         after = list(ex.map(go_on, todo))
     rows, counts = [], Counter()
     for r, text in zip(todo, after):
-        kind = "fresh_data" if r["type"] == "search" else "knowledge" if r["category"] in KNOWLEDGE else "reasoning"
+        # An uncategorised thinking question stays with reasoning here, as this script always counted it.
+        kind = policy_kind(r["type"], r["category"]) or "reasoning"
         # Scored as the eval scores a one-turn record: the turn's own flags, then its final answer.
         output = r["output"].rstrip() + "\n</thinking>\n" + text
         f = answer_flags({**r, "agent": None, "output": output, "flags": question_flags(r["type"], output)})

@@ -40,12 +40,24 @@ POLICY_ROWS = (
 )
 
 
+def policy_kind(qtype: str, category: str | None) -> str | None:
+    """Which side of the search policy a question is on: fresh_data (always searched), reasoning
+    (never), knowledge (searched where the student does not know); None for a thinking question
+    of no known category."""
+    if qtype == "search":
+        return "fresh_data"
+    if qtype != "thinking":
+        return None
+    return "reasoning" if category in REASONING else "knowledge" if category in KNOWLEDGE else None
+
+
 def policy_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The policy figures over some records (thinking rows without a known category count only in ``undecided``)."""
     flags = [(r, r.get("answer") or answer_flags(r)) for r in records]
-    fresh = [f for r, f in flags if r["type"] == "search"]
-    reasoning = [f for r, f in flags if r["type"] == "thinking" and r.get("category") in REASONING]
-    knowledge = [f for r, f in flags if r["type"] == "thinking" and r.get("category") in KNOWLEDGE]
+    by_kind: dict[str | None, list[dict[str, Any]]] = {"fresh_data": [], "reasoning": [], "knowledge": [], None: []}
+    for r, f in flags:
+        by_kind[policy_kind(r["type"], r.get("category"))].append(f)
+    fresh, reasoning, knowledge = by_kind["fresh_data"], by_kind["reasoning"], by_kind["knowledge"]
     unsearched = [f for f in knowledge if not f["searched"]]
     return {
         "fresh_data_recall": proportion(sum(f["searched"] for f in fresh), len(fresh)),
