@@ -260,3 +260,15 @@ def test_only_whole_echoed_clauses_are_left_out():
     q = '这段代码错在哪里：with open("a.txt") as f: data = f.read; print(len(data))'
     assert sc.matches_gold("应写成 data = f.read()，少了括号。", ["read()"], question=q)
     assert sc.without_echo("短句是，答案", "短句是") == "短句是，答案"  # under min_chars: kept
+
+
+def test_a_gold_the_question_holds_counts_only_outside_its_restatement():
+    q = "用6、7、8三个数字组成没有重复数字的三位数，一共能组成几个？最大的是哪个？"
+    # Kept as verified by the synth gate before: the restatement drops "用", so it is no whole clause.
+    restated = "6、7、8三个数字组成没有重复数字的三位数，一共能组成216个。最大的是876。"
+    assert not sc.matches_gold(restated, ["6", "876"], "all", question=q)
+    assert sc.matches_gold("6、7、8三个数字组成没有重复数字的三位数，一共能组成6个。最大的是876。",
+                           ["6", "876"], "all", question=q)
+    # A gold the question does not hold is matched as before, even inside a copied stretch.
+    q2 = '这段代码错在哪里：with open("a.txt") as f: data = f.read; print(len(data))'
+    assert sc.matches_gold("with open(\"a.txt\") as f: data = f.read()，少了括号。", ["read()"], question=q2)

@@ -325,7 +325,12 @@ def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", 
         return False
     if question:
         final = without_echo(final, question)
-    hits = (answer_in(final, a, anywhere) for a in answers)
+        # A gold the question itself holds ("6" in "用6、7、8……") counts only outside the
+        # answer's copies of the question, whole clauses or not.
+        outside = without_copies(final, question)
+        hits = (answer_in(outside if answer_in(question, a, anywhere=True) else final, a, anywhere) for a in answers)
+    else:
+        hits = (answer_in(final, a, anywhere) for a in answers)
     return any(hits) if match == "any" else all(hits)
 
 
@@ -350,6 +355,34 @@ def without_echo(final: str, question: str, min_chars: int = 6) -> str:
             # Whole clauses only: "data = f.read" echoed inside the fix "data = f.read()" stays.
             final = re.sub(rf"(?<![^{_BOUNDARY}]){re.escape(clause)}(?![^{_BOUNDARY}])", "", final)
     return final
+
+
+def without_copies(final: str, question: str, min_chars: int = 6) -> str:
+    """``final`` with every stretch of at least ``min_chars`` characters it shares with ``question`` cut out.
+
+    Stricter than :func:`without_echo`, which cuts whole clauses only: it is applied to golds
+    the question itself holds, where a restatement that drops a word is still a restatement.
+    A synth row kept as verified read "6、7、8三个数字组成没有重复数字的三位数，一共能组成216个"
+    (gold 6 and 876; the question opens with "用"), so the whole clause never matched and the
+    question's own 6 passed for the answer. A cut leaves a space, so the digits on either side stay apart.
+
+    >>> without_copies("6、7、8三个数字组成没有重复数字的三位数，一共能组成216个。最大的是876。",
+    ...                "用6、7、8三个数字组成没有重复数字的三位数，一共能组成几个？最大的是哪个？")
+    ' 216个。最大的是876。'
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(final):
+        n = min_chars
+        while i + n <= len(final) and final[i : i + n] in question:
+            n += 1
+        if n > min_chars:
+            out.append(" ")
+            i += n - 1
+        else:
+            out.append(final[i])
+            i += 1
+    return "".join(out)
 
 
 def key_fact_present(final: str | None, row: Mapping[str, Any]) -> bool | None:
