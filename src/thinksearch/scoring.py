@@ -323,14 +323,15 @@ def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", 
         raise ValueError(f"match must be one of {', '.join(MATCH_MODES)}, got {match!r}")
     if final is None or not answers:
         return False
+    outside, held = final, set()
     if question:
-        final = without_echo(final, question)
+        final = outside = without_echo(final, question)
         # A gold the question itself holds ("6" in "用6、7、8……") counts only outside the
         # answer's copies of the question, whole clauses or not.
-        outside = without_copies(final, question)
-        hits = (answer_in(outside if answer_in(question, a, anywhere=True) else final, a, anywhere) for a in answers)
-    else:
-        hits = (answer_in(final, a, anywhere) for a in answers)
+        held = {a for a in answers if answer_in(question, a, anywhere=True)}
+        if held:
+            outside = without_copies(final, question)
+    hits = (answer_in(outside if a in held else final, a, anywhere) for a in answers)
     return any(hits) if match == "any" else all(hits)
 
 
