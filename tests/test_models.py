@@ -155,3 +155,24 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False False", out.stderr
     assert run_cli("--help").returncode == 0
+
+
+def test_every_subcommand_help_formats():
+    """A field docstring with a percent sign ("84-93% of") once crashed ``synth --help``: argparse
+    expands % in help strings."""
+    import argparse
+
+    from thinksearch import cli
+
+    def parsers(p: argparse.ArgumentParser):
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    names = []
+    for p in parsers(cli.build_parser()):
+        assert p.format_help()
+        names.append(p.prog)
+    assert "thinksearch synth" in names and "thinksearch index build" in names

@@ -231,7 +231,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip
         if dataclasses.is_dataclass(tp):
             add_flags(parser, tp, prefix=f"{path}.")
             continue
-        kwargs: dict[str, Any] = {"dest": path, "default": argparse.SUPPRESS, "help": docs.get(f.name, "")}
+        kwargs: dict[str, Any] = {"dest": path, "default": argparse.SUPPRESS, "help": docs.get(f.name, "").replace("%", "%%")}
         origin = typing.get_origin(tp)
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
