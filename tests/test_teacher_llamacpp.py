@@ -12,7 +12,7 @@ import pytest
 
 from teacher_server import Server
 from thinksearch import format as fmt
-from thinksearch import teacher_llamacpp
+from thinksearch import teacher_choice, teacher_llamacpp
 from thinksearch.config import TeacherConfig
 from thinksearch.errors import ThinksearchError
 from thinksearch.teacher import TeacherRequest
@@ -114,11 +114,25 @@ def test_auto_picks_llamacpp_only_for_a_gguf_with_xllamacpp(monkeypatch, tmp_pat
     gguf = tmp_path / "t.gguf"
     gguf.write_bytes(b"GGUF")
     monkeypatch.setattr(teacher_llamacpp, "available", lambda: True)
+    monkeypatch.setattr(teacher_choice, "local_is_fast", lambda cfg: False)
     assert pick_backend(TeacherConfig(backend="auto", model=str(gguf))) == "llamacpp"
     assert pick_backend(TeacherConfig(backend="auto", model=str(tiny_model_dir))) == "local"
     assert pick_backend(TeacherConfig(backend="local", model=str(gguf))) == "local"
     monkeypatch.setattr(teacher_llamacpp, "available", lambda: False)
     assert pick_backend(TeacherConfig(backend="auto", model=str(gguf))) == "local"
+
+
+def test_auto_keeps_transformers_where_it_computes_in_bf16_or_on_a_gpu(monkeypatch, tmp_path):
+    from thinksearch import models
+
+    gguf = tmp_path / "t.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(teacher_llamacpp, "available", lambda: True)
+    monkeypatch.setattr(models, "pick_device", lambda device="auto": "cpu" if device == "auto" else device)
+    for bf16, dtype, device, want in [(True, "auto", "auto", "local"), (False, "auto", "auto", "llamacpp"),
+                                      (True, "float32", "auto", "llamacpp"), (False, "auto", "cuda", "local")]:
+        monkeypatch.setattr(models, "cpu_has_bf16", lambda bf16=bf16: bf16)
+        assert pick_backend(TeacherConfig(backend="auto", model=str(gguf), dtype=dtype, device=device)) == want, (bf16, dtype, device)
 
 
 def test_auto_without_xllamacpp_falls_back_to_local(monkeypatch, tmp_path):
@@ -170,7 +184,7 @@ def test_real_offline_gguf_with_two_slots():
         pytest.skip("xllamacpp is not installed")
     if not models.is_prepared(ALIAS):
         pytest.skip(f"{ALIAS} is not prepared (thinksearch models prepare {ALIAS})")
-    t = make_teacher(TeacherConfig(backend="auto", model=ALIAS, parallel=2, max_model_len=1024))
+    t = make_teacher(TeacherConfig(backend="llamacpp", model=ALIAS, parallel=2, max_model_len=1024))
     assert isinstance(t, LlamaCppTeacher)
     reqs = [TeacherRequest([{"role": "user", "content": "1加1等于几？只回答数字。"}], max_tokens=32, temperature=0.0),
             TeacherRequest([{"role": "user", "content": "请详细解释为什么天空是蓝色的。"}], max_tokens=12, temperature=0.7, seed=11),

@@ -61,7 +61,7 @@ class TeacherConfig:
     """The model that writes synthesis data, and how to reach it."""
 
     backend: Literal["local", "openai", "vllm", "llamacpp", "auto"] = "local"
-    """local: transformers in this process (CPU or GPU); openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs); vllm: vLLM's offline engine (GPU, extra 'vllm'); llamacpp: a GGUF teacher on llama.cpp in this process (extra 'llamacpp'); auto: llamacpp when xllamacpp is installed and the model is a GGUF (.gguf file or offline alias), else local."""
+    """local: transformers in this process (CPU or GPU); openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs); vllm: vLLM's offline engine (GPU, extra 'vllm'); llamacpp: a GGUF teacher on llama.cpp in this process (extra 'llamacpp'); auto: llamacpp when xllamacpp is installed, the model is a GGUF (.gguf file or offline alias) and local would run in fp32 on a CPU (no GPU, no native bf16), else local."""
     model: str = "qwen2.5-coder-0.5b-instruct"
     """local / vllm / llamacpp: a model reference (offline alias, HF directory, .gguf, hub id; llamacpp: a .gguf or an offline alias); openai: the model name the server serves."""
     base_url: str = "http://127.0.0.1:8000/v1"

@@ -235,9 +235,9 @@ def synthesize(
             _say(console, f"nothing to do: {cfg.output} already holds the requested rows")
         else:
             if teacher is None:
-                from thinksearch.teacher_choice import make_teacher
+                from thinksearch.teacher_choice import make_teacher, pick_backend
 
-                _say(console, f"teacher: {cfg.teacher.backend} {cfg.teacher.model}")
+                _say(console, f"teacher: {pick_backend(cfg.teacher)} {cfg.teacher.model}")
                 teacher = make_teacher(cfg.teacher)
                 built.append(teacher)
             stats.teacher = teacher.name
@@ -246,10 +246,11 @@ def synthesize(
                 check()
             student = teacher
             if cfg.knowledge_probe and cfg.probe_model is not None:
-                from thinksearch.teacher_choice import make_teacher
+                from thinksearch.teacher_choice import make_teacher, pick_backend
 
-                _say(console, f"student (knowledge probe): {cfg.teacher.backend} {cfg.probe_model}")
-                student = make_teacher(dataclasses.replace(cfg.teacher, model=cfg.probe_model))
+                probe_cfg = dataclasses.replace(cfg.teacher, model=cfg.probe_model)
+                _say(console, f"student (knowledge probe): {pick_backend(probe_cfg)} {cfg.probe_model}")
+                student = make_teacher(probe_cfg)
                 built.append(student)
             # A knowledge question the student does not know becomes a search row (.knowledge).
             searching = ("search" in queues and queues["search"].needed) or (cfg.knowledge_probe and "thinking" in queues)
