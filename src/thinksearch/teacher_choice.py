@@ -39,11 +39,12 @@ def local_is_fast(cfg: "TeacherConfig") -> bool:
     samples of batched transformers in bf16 (AVX512-BF16), but 1.46x those of transformers in
     fp32 (AVX2 only), the precision most laptop CPUs get.
     """
-    from thinksearch.models import cpu_has_bf16, pick_device
+    import torch
 
-    if pick_device(cfg.device) != "cpu":
-        return True
-    return cfg.dtype in ("auto", "bfloat16", "bf16") and cpu_has_bf16()
+    from thinksearch.models import pick_device, pick_dtype
+
+    device = pick_device(cfg.device)
+    return device != "cpu" or pick_dtype(cfg.dtype, device) is torch.bfloat16
 
 
 def make_teacher(cfg: "TeacherConfig") -> Teacher:

@@ -235,23 +235,22 @@ def synthesize(
             _say(console, f"nothing to do: {cfg.output} already holds the requested rows")
         else:
             if teacher is None:
-                from thinksearch.teacher_choice import make_teacher, pick_backend
+                from thinksearch.teacher_choice import make_teacher
 
-                _say(console, f"teacher: {pick_backend(cfg.teacher)} {cfg.teacher.model}")
                 teacher = make_teacher(cfg.teacher)
                 built.append(teacher)
+                _say(console, f"teacher: {teacher.name}")
             stats.teacher = teacher.name
             check = getattr(teacher, "check", None)
             if callable(check):
                 check()
             student = teacher
             if cfg.knowledge_probe and cfg.probe_model is not None:
-                from thinksearch.teacher_choice import make_teacher, pick_backend
+                from thinksearch.teacher_choice import make_teacher
 
-                probe_cfg = dataclasses.replace(cfg.teacher, model=cfg.probe_model)
-                _say(console, f"student (knowledge probe): {pick_backend(probe_cfg)} {cfg.probe_model}")
-                student = make_teacher(probe_cfg)
+                student = make_teacher(dataclasses.replace(cfg.teacher, model=cfg.probe_model))
                 built.append(student)
+                _say(console, f"student (knowledge probe): {student.name}")
             # A knowledge question the student does not know becomes a search row (.knowledge).
             searching = ("search" in queues and queues["search"].needed) or (cfg.knowledge_probe and "thinking" in queues)
             if search is None and searching:
