@@ -82,6 +82,7 @@ def run(tmp_path, **kw):
     pool.write_text("".join(json.dumps({"question": q, "category": c}, ensure_ascii=False) + "\n"
                             for q, c in QUESTIONS.items()), encoding="utf-8")
     (tmp_path / "t.txt").write_text("", encoding="utf-8")
+    kw.setdefault("max_abstaining_share", 1.0)  # one row of eight passes every gate: both abstentions stay
     cfg = SynthConfig(thinking_questions=str(tmp_path / "t.txt"), search_questions=str(pool), eval_questions=None,
                       output=str(tmp_path / "out.jsonl"), num_thinking=0, num_search=len(QUESTIONS),
                       search_reason_fallback=True, **kw)
@@ -187,6 +188,16 @@ def test_abstaining_rows_are_capped(tmp_path):
         assert q not in rows and failures[q]["reason"] == "abstention_cap"
     assert stats.rejected["search/abstention_cap"] == 2
     assert all(r["meta"]["answer"] == "teacher" for r in rows.values())
+
+
+def test_abstentions_keep_their_share_of_the_rows_written(tmp_path):
+    # One row answers from its results. The old cap, a share of the 8 rows asked for (4),
+    # kept both abstentions: 2 of 3 rows. A share of the rows written keeps one (1 of 2 = 0.5).
+    stats, rows, failures, _ = run(tmp_path, max_abstaining_share=0.5)
+    abstained = [q for q, r in rows.items() if r["meta"]["answer"] == "abstained"]
+    assert len(abstained) == 1 and len(rows) == 2
+    assert stats.rejected["search/abstention_cap"] == 1
+    assert "1 of 2 search rows abstain already" in next(f["detail"] for f in failures.values() if f["reason"] == "abstention_cap")
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5])

@@ -184,8 +184,8 @@ class SynthConfig:
     """With relevance_gate: least share of the question's key terms a relevant result holds
     (measured in bench/bench_relevance.py)."""
     max_abstaining_share: float = 0.4
-    """With relevance_gate: at most this share of the search rows may abstain (no relevant
-    result); past it, such a question is logged as search/abstention_cap and another is taken.
+    """With relevance_gate: at most this share of the search rows written so far may abstain
+    (no relevant result), at every point of the run; past it, such a question is logged as search/abstention_cap and another is taken.
     0.4: about the eval set's share of questions the corpus cannot answer (60 of 147); a real
     0.5B-teacher synth on the shipped corpus abstained on 15 of 24 without a cap. 1: no cap."""
     query_gate: bool = True

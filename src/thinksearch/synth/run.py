@@ -79,8 +79,8 @@ class _Queue:
                 if self.unverified + sum(not (i.gold and i.gold.checkable) for i in items) >= self.max_unverified:
                     self.passed_over += 1
                     continue
-            if self.full is not None and entry is not None and entry.answerable is False \
-                    and self.full.rows + sum(i.gold is not None and i.gold.answerable is False for i in items) >= self.full.cap:
+            if self.full is not None and entry is not None and entry.answerable is False and not self.full.room(
+                    sum(i.gold is not None and i.gold.answerable is False for i in items), len(items)):
                 self.passed_over += 1  # not a rejection: a rerun with room under the cap asks it
                 continue
             items.append(Item(qid, self.kind, q, entry))
@@ -93,15 +93,20 @@ class _Queue:
 
 class _AbstentionCap:
     """Abstaining search rows (no relevant result, or none giving the time or day asked for;
-    resumed rows count) against ``max_abstaining_share``.
+    resumed rows count) against ``max_abstaining_share`` of the search rows written so far.
 
     Without a cap the shipped corpus would make most search rows abstain (15 of 24 in a real
-    synth), and the student would learn to give up on questions the results do answer.
+    synth), and the student would learn to give up on questions the results do answer. The
+    share holds at every point of the run, not only at its target: a cap of the rows asked
+    for let a synth stopped early keep 31 abstentions among 46 search rows, and the student
+    trained on them abstained on 44 of 46 questions whose results held the answer.
     """
 
     def __init__(self, share: float, target: int, existing: list[dict[str, Any]]):
+        self.share = share
         self.cap = int(share * target + 1e-9)
         self.rows = sum(map(self.capped, existing))
+        self.search_rows = sum(r.get("type") == "search" for r in existing)
 
     @staticmethod
     def capped(row: dict[str, Any]) -> bool:
@@ -114,16 +119,28 @@ class _AbstentionCap:
         meta = row.get("meta") or {}
         return row.get("type") == "search" and meta.get("answer") == ABSTAINED and meta.get("category") not in KNOWLEDGE
 
-    def check(self, row: dict[str, Any]) -> Rejection | None:
-        """None (and the row counted) while there is room, else why the row is dropped."""
+    def room(self, pending: int = 0, pending_rows: int = 0) -> bool:
+        """Whether one more abstaining row keeps the share, with ``pending`` abstentions among
+        ``pending_rows`` search rows not written yet."""
+        rows = self.rows + pending + 1
+        return rows <= self.cap and rows <= self.share * (self.search_rows + pending_rows + 1) + 1e-9
+
+    def check(self, row: dict[str, Any], ahead: int = 0) -> Rejection | None:
+        """None (and the row counted) while there is room, else why the search row is dropped.
+
+        ``ahead``: search rows of the same batch, not abstaining, that are written after it.
+        """
         if not self.capped(row):
+            self.search_rows += 1
             return None
-        if self.rows >= self.cap:
+        if not self.room(pending_rows=ahead):
             missing = row["meta"].get("missing")
             why = f"the results lack the {missing} asked for" if missing else "no relevant result"
-            return Rejection("search", "abstention_cap", f"{why}, and {self.rows} search rows abstain "
-                             f"already (--max-abstaining-share allows {self.cap})", str(row["meta"].get("search_query", "")))
+            return Rejection("search", "abstention_cap", f"{why}, and {self.rows} of {self.search_rows} search rows "
+                             f"abstain already (--max-abstaining-share {self.share:g}, at most {self.cap} in all)",
+                             str(row["meta"].get("search_query", "")))
         self.rows += 1
+        self.search_rows += 1
         return None
 
 
@@ -355,11 +372,14 @@ def _loop(cfg: "SynthConfig", teacher: "Teacher", student: "Teacher", search: "S
             else:
                 assert search is not None
                 outcomes = search_batch(items, teacher, search, cfg, call, stats)
+            searched = [o for o in outcomes if o.row is not None and o.row["type"] == "search"]
+            ahead = sum(not abstaining.capped(o.row) for o in searched)
+            for o in searched:  # each batch's answered rows make room for its abstentions
+                ahead -= not abstaining.capped(o.row)
+                o.rejection = abstaining.check(o.row, ahead)
+                if o.rejection is not None:
+                    o.row = None
             for o in outcomes:
-                if o.row is not None and o.row["meta"].get("answer") == ABSTAINED:
-                    o.rejection = abstaining.check(o.row)
-                    if o.rejection is not None:
-                        o.row = None
                 for rep in o.repairs:
                     stats.repairs[rep] += 1
                 if o.tried is not None and stats.gold is not None:
