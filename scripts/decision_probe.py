@@ -1,11 +1,12 @@
 """Which way would a tuned adapter decide, without running the evaluation? (issue 20)
 
 With ``synth.decision_line`` every trained trace opens with one of the fixed decision lines
-(:data:`thinksearch.synth.rows.DECISION_LINES`), and the evaluated model writes one of them
+(:data:`thinksearch.format.DECISION_LINES`), and the evaluated model writes one of them
 first on every question. The lines share their first tokens and part where they say whether to
 search. This script renders each eval question as the evaluation does (the tuned tokenizer's
 chat template, the default system prompt), teacher-forces ``<thinking>`` and the shared tokens,
-and reads the next-token log-probabilities of the lines' first differing tokens: one forward pass
+and reads the next-token log-probabilities of the lines' first differing tokens
+(:func:`thinksearch.steer.margins`, which ``thinksearch calibrate`` uses too): one forward pass
 per question instead of a whole agent loop. The greedy choice between the lines is the probed
 decision; ``margin`` is log p(a search line) - log p(the no-search line).
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import statistics
 import sys
 import time
@@ -38,62 +38,10 @@ sys.path.insert(0, str(ROOT / "src"))
 KINDS = ("fresh_data", "reasoning", "knowledge")
 
 
-def line_tokens(tok, prompt: str) -> tuple[list[int], dict[str, int]]:
-    """The tokens every decision line shares after ``prompt``, and each line's first own token.
-
-    Tokenized in context, as the model sees them, so a merge across the shared part and the
-    differing part cannot go unnoticed: a line whose first own token is not its own fails loudly.
-    """
-    from thinksearch.synth.rows import DECISION_LINES
-
-    seqs = {k: tok(prompt + "<thinking>\n" + line, add_special_tokens=False)["input_ids"] for k, line in DECISION_LINES.items()}
-    first = next(iter(seqs.values()))
-    n = 0
-    while all(len(s) > n and s[n] == first[n] for s in seqs.values()):
-        n += 1
-    heads = {k: s[n] for k, s in seqs.items()}
-    if len(set(heads.values())) != len(heads):
-        raise SystemExit(f"decision lines share their first differing token: {heads}")
-    return first[:n], heads
-
-
-def probe(model, tok, items, batch_size: int) -> list[dict]:
-    """Per question: log-probabilities of each line's first own token, and the top token's share."""
-    import torch
-
-    from thinksearch import format as fmt
-    from thinksearch.agent import build_messages
-
-    out, heads = [], None
-    for i in range(0, len(items), batch_size):
-        batch = []
-        for it in items[i:i + batch_size]:
-            prompt = fmt.render(tok, build_messages(it.question, system=it.system), add_generation_prompt=True)
-            ids, h = line_tokens(tok, prompt)
-            heads = heads or h
-            if h != heads:
-                raise SystemExit(f"decision lines tokenize differently after question {it.id}")
-            batch.append(ids)
-        width = max(map(len, batch))
-        pad = tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in batch])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in batch])
-        with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, -1, :].float()
-        logp = torch.log_softmax(logits, dim=-1)
-        for row in logp:
-            lines = {k: round(float(row[t]), 4) for k, t in heads.items()}
-            top = int(row.argmax())
-            margin = round(max(v for k, v in lines.items() if k != "thinking") - lines["thinking"], 4)
-            out.append({"logp": lines, "margin": margin, "top_is_a_line": top in heads.values(),
-                        "top_p": round(math.exp(float(row.max())), 4)})
-    return out
-
-
 def evaluated(run_dir: Path) -> dict[str, dict] | None:
     """The finished evaluation's verdicts by question id: the line it opened with, and whether it searched."""
     from thinksearch.evaluate.answers import answer_flags
-    from thinksearch.synth.rows import DECISION_LINES
+    from thinksearch.format import DECISION_LINES
 
     path = run_dir / "eval" / "outputs" / "tuned.jsonl"
     if not path.is_file():
@@ -159,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from thinksearch import models
     from thinksearch.evaluate.evalset import load_eval_set
+    from thinksearch.steer import margins
 
     items = list(load_eval_set(args.data).items)
     # The tokenizer is the base model's: an adapter changes no token, and the eval renders with it too.
@@ -169,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         adapter = a / "adapter" if run_dir else a
         t0 = time.perf_counter()
         model = models.apply_adapter(copy.deepcopy(base), str(adapter)).merge_and_unload().eval()
-        probes = probe(model, tok, items, args.batch_size)
+        probes = margins(model, tok, items, args.batch_size)
         del model
         entry = {"adapter": str(a), "seconds": round(time.perf_counter() - t0, 1),
                  **summarize(items, probes, evaluated(run_dir) if run_dir else None),

@@ -41,28 +41,20 @@ def kinds_of(data: Path) -> dict[str, str | None]:
 
 def counts(questions: list[dict], kinds: dict[str, str | None], shift: float) -> dict[str, tuple[int, int]]:
     """Per kind: (questions whose shifted margin favours a search line, questions)."""
-    out = {k: [0, 0] for k in KINDS}
-    for q in questions:
-        k = kinds.get(q["id"])
-        if k in out:
-            out[k][1] += 1
-            out[k][0] += q["margin"] + shift > 0
-    return {k: (s, n) for k, (s, n) in out.items()}
+    from thinksearch.steer import searched
+
+    return searched([(kinds.get(q["id"]), q["margin"]) for q in questions], shift)
 
 
 def best_shift(questions: list[dict], kinds: dict[str, str | None], max_shift: float = 4.0) -> float:
-    """The shift with the highest recall minus false-search rate (smallest on a tie)."""
-    best, best_j = 0.0, None
-    for i in range(int(round(max_shift * 10)) + 1):
-        b = i / 10
-        c = counts(questions, kinds, b)
-        (fs, fn), (rs, rn) = c["fresh_data"], c["reasoning"]
-        if not fn or not rn:
-            raise SystemExit("the calibration probe needs fresh-data and reasoning questions")
-        j = fs / fn - rs / rn
-        if best_j is None or j > best_j + 1e-12:
-            best, best_j = b, j
-    return best
+    """The shift thinksearch calibrate would pick from this probe (:func:`thinksearch.steer.best_shift`)."""
+    from thinksearch import steer
+    from thinksearch.errors import ThinksearchError
+
+    try:
+        return steer.best_shift([(kinds.get(q["id"]), q["margin"]) for q in questions], max_shift)
+    except ThinksearchError as e:
+        raise SystemExit(str(e)) from None
 
 
 def figures(c: dict[str, tuple[int, int]]) -> dict[str, dict]:

@@ -105,7 +105,7 @@ def test_adapter_for_another_base(tiny_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2
     assert err == (f"error: adapter '{out}' was trained on a different base model (hidden_size 896 vs 32, "
-                   "num_hidden_layers 24 vs 2, num_attention_heads 14 vs 4, intermediate_size 4864 vs 64, vocab_size 151936 vs 799)")
+                   "num_hidden_layers 24 vs 2, num_attention_heads 14 vs 4, intermediate_size 4864 vs 64, vocab_size 151936 vs 853)")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,4 +1,5 @@
-"""scripts/decision_probe.py: the decision lines' first own tokens, scored in one padded forward pass."""
+"""scripts/decision_probe.py: the probed decisions counted per kind and compared with an evaluation
+(the forward pass itself, thinksearch.steer.margins, is tested in test_steer.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ import json
 
 import pytest
 
-from thinksearch import format as fmt
-from thinksearch.agent import build_messages
 from thinksearch.evaluate.evalset import EvalItem
-from thinksearch.synth.rows import DECISION_LINES
+from thinksearch.format import DECISION_LINES
 
 
 @pytest.fixture(scope="module")
@@ -21,31 +20,6 @@ def _items():
     return [EvalItem("s1", "search", "今天比特币的价格是多少？", category="finance"),
             EvalItem("t1", "thinking", "如果一个正方形的面积是另一个正方形面积的4倍，那么它们的周长比是多少？", category="arithmetic"),
             EvalItem("k1", "thinking", "为什么天空是蓝色的？", category="science")]
-
-
-def test_the_shared_tokens_end_where_the_lines_part(script, tiny_tokenizer):
-    prompt = fmt.render(tiny_tokenizer, build_messages("北京明天天气怎么样？"), add_generation_prompt=True)
-    shared, heads = script.line_tokens(tiny_tokenizer, prompt)
-    assert set(heads) == set(DECISION_LINES) and len(set(heads.values())) == len(heads)
-    for kind, line in DECISION_LINES.items():
-        own = tiny_tokenizer(prompt + "<thinking>\n" + line, add_special_tokens=False)["input_ids"]
-        assert own[:len(shared) + 1] == shared + [heads[kind]]
-
-
-def test_padded_batch_scores_each_question_as_it_would_score_alone(script, tiny):
-    import torch
-
-    model, tok = tiny
-    items = _items()
-    batched = script.probe(model, tok, items, batch_size=3)  # prompts of three lengths, left-padded
-    for it, got in zip(items, batched):
-        prompt = fmt.render(tok, build_messages(it.question), add_generation_prompt=True)
-        shared, heads = script.line_tokens(tok, prompt)
-        with torch.no_grad():
-            logp = torch.log_softmax(model(input_ids=torch.tensor([shared])).logits[0, -1].float(), dim=-1)
-        for kind, t in heads.items():
-            assert got["logp"][kind] == pytest.approx(float(logp[t]), abs=2e-3)
-        assert got["margin"] == pytest.approx(max(got["logp"]["search"], got["logp"]["knowledge"]) - got["logp"]["thinking"], abs=1e-3)
 
 
 def test_summary_counts_search_lines_per_kind_and_agreement_with_the_eval(script, tmp_path):

@@ -61,12 +61,14 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tmp_path, tiny_model_dir, t
             "num_thinking": 6, "num_search": 6, "batch_size": 4, "require_citation": False,
             # The scripted teacher's grounded answers do not state the pool's key facts.
             "search_gold": False,
+            # Rows open with decision lines, so the calibrate stage picks the adapter's shift.
+            "decision_line": True,
             "teacher": {"backend": "openai", "model": "scripted", "base_url": teacher.base_url,
                         "timeout_s": 5.0, "backoff_s": 0.01},
             "search": {"backend": "local", "k": 3},
         },
         "train": {"model": str(tiny_model_dir), "max_steps": 4, "batch_size": 2, "grad_accum": 1,
-                  "eval_fraction": 0.0, "save_steps": 2, "max_length": 512, "precision": "fp32"},
+                  "eval_fraction": 0.0, "save_steps": 2, "max_length": 512, "precision": "fp32", "calibrate_per_kind": 8},
         "eval": {"data": str(eval_file), "max_new_tokens": 12, "batch_size": 2},
     }, allow_unicode=True), encoding="utf-8")
 
@@ -76,7 +78,11 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tmp_path, tiny_model_dir, t
     # Every stage ran and left its artifacts where the summary says.
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert {s: v["status"] for s, v in summary["stages"].items()} == {
-        "index": "done", "synth": "done", "train": "done", "export": "skipped", "eval": "done"}
+        "index": "done", "synth": "done", "train": "done", "calibrate": "done", "export": "skipped", "eval": "done"}
+    decision = json.loads((run_dir / "adapter" / "decision.json").read_text(encoding="utf-8"))
+    assert decision["questions"] == 16 and summary["calibrate"]["shift"] == decision["shift"]
+    tuned_settings = json.loads((run_dir / "eval" / "outputs" / "tuned.settings.json").read_text(encoding="utf-8"))
+    assert tuned_settings.get("decision_shift", 0.0) == decision["shift"]
     # The tiny base is a model directory: no GGUF to export into, so both models ran in transformers.
     assert summary["engines"]["export"].startswith("skipped: ") and summary["engines"]["eval"] == "base transformers, tuned transformers"
     assert summary["synth"]["rows"] == {"thinking": 6, "search": 6}
@@ -96,6 +102,7 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tmp_path, tiny_model_dir, t
     # A rerun finds every stage complete and changes nothing.
     data_before = (run_dir / "data.jsonl").read_bytes()
     adapter_before = (run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    decision_before = (run_dir / "adapter" / "decision.json").read_bytes()
     report_before = json.loads((run_dir / "eval" / "report.json").read_text(encoding="utf-8"))
     requests_before = teacher.requests
     second = _run(config, tmp_path / "home")
@@ -103,6 +110,7 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tmp_path, tiny_model_dir, t
     assert teacher.requests == requests_before
     assert (run_dir / "data.jsonl").read_bytes() == data_before
     assert (run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == adapter_before
+    assert (run_dir / "adapter" / "decision.json").read_bytes() == decision_before  # not calibrated again
     report_after = json.loads((run_dir / "eval" / "report.json").read_text(encoding="utf-8"))
     assert [m["metrics"] for m in report_after["models"]] == [m["metrics"] for m in report_before["models"]]
     assert "already complete" in second.stdout + second.stderr

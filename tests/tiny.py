@@ -25,6 +25,10 @@ _CORPUS = [
     "<thinking>\n思考过程\n</thinking>\n\n答案",
     "The quick brown fox jumps over the lazy dog. Search results: [1] title — snippet (source, 2025-01-01)",
     "0123456789 + - * / = ( ) [ ] { } : ; , . ! ? \" ' \n\t",
+    # The decision lines, so their deciding tokens are whole characters as in Qwen's vocabulary
+    # (the agent's decision shift reads the token back as text).
+    "<thinking>\n这个问题靠推理和已有知识就能回答，不需要搜索。\n这个问题要用到会变化的最新信息，需要搜索。\n"
+    "这个问题问的是一个我没有把握的事实，需要搜索核实。",
 ]
 
 

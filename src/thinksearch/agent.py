@@ -23,7 +23,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from thinksearch import format as fmt
 from thinksearch.config import AgentConfig, SearchConfig
@@ -39,8 +39,12 @@ from thinksearch.engines import (  # noqa: F401 - the engines are imported from 
     pick_engine,
 )
 from thinksearch.errors import ThinksearchError
+from thinksearch.format import build_messages  # noqa: F401 - imported from here too
 from thinksearch.generation import Completion, Sampling
 from thinksearch.search.base import Result, SearchBackend, SearchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thinksearch.steer import Steering
 
 StopReason = Literal["answer", "length", "max_rounds", "invalid_call", "cancelled", "context_length"]
 
@@ -209,6 +213,8 @@ class Round:
     seconds: float = 0.0
     first_token_s: float | None = None
     """Time to the first generated piece (streaming only)."""
+    decision_shift: float | None = None
+    """The shift the turn's decision line was chosen under (:mod:`thinksearch.steer`); None: unshifted."""
 
 
 @dataclass
@@ -259,11 +265,6 @@ class Event:
 # ----------------------------------------------------------------------------- the loop
 
 
-def build_messages(question: str, history: Sequence[Message] = (), system: str | None = None) -> list[Message]:
-    """System prompt (the reference one by default), earlier turns, then the question."""
-    return [{"role": "system", "content": system or fmt.SYSTEM_PROMPT}, *history, {"role": "user", "content": question}]
-
-
 def _error_line(e: BaseException, limit: int = 200) -> str:
     return fmt.cap(" ".join(str(e).split()) or e.__class__.__name__, limit)
 
@@ -282,6 +283,23 @@ class Agent:
 
     def __init__(self, engine: Engine, backend: SearchBackend, cfg: AgentConfig | None = None):
         self.engine, self.backend, self.cfg = engine, backend, cfg or AgentConfig()
+        self.steering = self._steering()
+
+    def _steering(self) -> "Steering | None":
+        """The decision shift: ``decision_shift``, else the one calibrated for the adapter; None for none or 0."""
+        from thinksearch import steer
+        from thinksearch.refs import split_adapter
+
+        shift = self.cfg.decision_shift
+        if shift is None:
+            shift = steer.saved_shift(self.cfg.adapter or split_adapter(self.cfg.model)[1])
+        if not shift:
+            return None
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        if tokenizer is None:
+            raise ThinksearchError("a decision shift needs the model's tokenizer, which the chat API does not give: "
+                                   "use --endpoint-api completions, or --decision-shift 0")
+        return steer.steering(tokenizer, shift)
 
     @property
     def system_prompt(self) -> str:
@@ -324,6 +342,36 @@ class Agent:
         text = fmt.render_results(results, s.max_result_chars, s.max_total_chars)
         return ToolRun(query, [r.to_dict() if hasattr(r, "to_dict") else dict(vars(r)) for r in results], text,
                        None, time.perf_counter() - t0)
+
+    # -- the decision shift (steer.py)
+    def _openings(self, convs: Sequence[_Conv], sampling: Sampling) -> list[str]:
+        """With a decision shift, the decision line each conversation about to start its answer
+        opens with: one token generated after the lines' shared words, the shift on the search
+        lines' tokens ('' where no shift applies or that token starts no line)."""
+        s, out = self.steering, [""] * len(convs)
+        todo = [i for i, c in enumerate(convs) if s is not None and c.messages[-1].get("role") == "user"]
+        if s is not None and todo:
+            step = self.engine.generate([[*convs[i].messages, {"role": "assistant", "content": s.prefix}] for i in todo],
+                                        dataclasses.replace(sampling, max_new_tokens=1, logit_bias=s.bias))
+            for i, c in zip(todo, step):
+                out[i] = s.opening(c.text)
+        return out
+
+    def _opened(self, messages: Sequence[Message], opening: str) -> list[Message]:
+        return [*messages, {"role": "assistant", "content": opening}] if opening else list(messages)
+
+    def _after_openings(self, sampling: Sampling, openings: Sequence[str]) -> Sampling:
+        """The turn's sampling: a decision line counts against the turn's token limit."""
+        if self.steering is None or not any(openings):
+            return sampling
+        return dataclasses.replace(sampling, max_new_tokens=max(1, sampling.max_new_tokens - self.steering.opening_tokens))
+
+    def _with_opening(self, opening: str, c: Completion) -> Completion:
+        if not opening:
+            return c
+        assert self.steering is not None
+        return Completion(opening + c.text, c.finish_reason, c.prompt_tokens,
+                          c.completion_tokens + self.steering.opening_tokens, c.seconds)
 
     # -- closing a thinking cut at the token limit
     def _closing(self, conv: _Conv, c: Completion) -> list[Message] | None:
@@ -406,10 +454,15 @@ class Agent:
             active = [c for c in convs if not c.done and self._fits(c, sampling)]
             if not active:
                 break
-            comps = self.engine.generate([c.messages for c in active], sampling)
+            openings = self._openings(active, sampling)
+            comps = self.engine.generate([self._opened(c.messages, o) for c, o in zip(active, openings)],
+                                         self._after_openings(sampling, openings))
+            comps = [self._with_opening(o, c) for o, c in zip(openings, comps)]
             closed = self._close_all(active, comps, sampling)
-            for conv, comp, was_closed in zip(active, comps, closed):
+            for conv, comp, was_closed, opening in zip(active, comps, closed, openings):
                 self._step(conv, comp, None, None, closed=was_closed)
+                if opening:
+                    conv.result.rounds[-1].decision_shift = self.steering.shift if self.steering else None
         for c in convs:
             if not c.done:  # pragma: no cover - the loop finishes every conversation by max_rounds
                 self._finish(c, "max_rounds")
@@ -427,7 +480,13 @@ class Agent:
             if on_event:
                 on_event(Event("round", "", index))
             splitter, t0 = StreamSplitter(), time.perf_counter()
-            completion, first = self._stream_turn(conv.messages, sampling, cancel, splitter, on_event, index, t0)
+            opening = self._openings([conv], sampling)[0]
+            if on_event and opening:
+                for kind, text in splitter.feed(opening):
+                    on_event(Event(kind, text, index))  # type: ignore[arg-type]
+            completion, first = self._stream_turn(self._opened(conv.messages, opening), self._after_openings(sampling, [opening]),
+                                                  cancel, splitter, on_event, index, t0)
+            completion = self._with_opening(opening, completion)
             closing = None if cancel is not None and cancel.is_set() else self._closing(conv, completion)
             if closing is not None:
                 if on_event:
@@ -441,6 +500,8 @@ class Agent:
                     on_event(Event(kind, text, index))  # type: ignore[arg-type]
             self._step(conv, completion, first, on_event, cancelled=cancel is not None and cancel.is_set(),
                        closed=closing is not None)
+            if opening and self.steering:
+                conv.result.rounds[-1].decision_shift = self.steering.shift
         if not conv.done:
             self._finish(conv, conv.result.stop_reason)
         return conv.result

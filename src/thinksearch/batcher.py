@@ -38,9 +38,10 @@ class _Job:
     def key(self) -> tuple:
         """Requests with equal keys can share a batch: greedy ones ignore seed and top_p."""
         s = self.sampling
+        bias = tuple(sorted((s.logit_bias or {}).items()))
         if s.temperature == 0:
-            return (s.max_new_tokens, s.repetition_penalty)
-        return dataclasses.astuple(s)
+            return (s.max_new_tokens, s.repetition_penalty, bias)
+        return (*dataclasses.astuple(dataclasses.replace(s, logit_bias=None)), bias)
 
 
 class Busy(Exception):
@@ -181,6 +182,7 @@ class QueuedEngine:
     def __init__(self, engine: Engine, batcher: Batcher):
         self.inner, self.batcher = engine, batcher
         self.name, self.context_length = engine.name, engine.context_length
+        self.tokenizer = getattr(engine, "tokenizer", None)  # for the agent's decision shift
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return self.inner.count_tokens(messages)

@@ -124,6 +124,22 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from thinksearch import models, steer
+
+    if args.per_kind <= 0:
+        raise ThinksearchError(f"--per-kind must be > 0, got {args.per_kind}")
+    adapter = Path(args.adapter)
+    model = args.model or models.adapter_base(adapter)
+    items = steer.calibration_items(args.pools, args.data, args.per_kind, seed=args.seed)
+    record = steer.calibrate(adapter, model, items, args.per_kind, note=lambda m: print(m, file=sys.stderr))
+    print(f"decision shift {steer.describe(record)}")
+    print(adapter / steer.DECISION_FILE)
+    return 0
+
+
 # ---- ask / chat / serve --------------------------------------------------------------
 
 
@@ -311,6 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the saved weights (auto: the base model's own)")
     p.add_argument("--overwrite", action="store_true", help="replace a merged model already in --out")
     p.set_defaults(func=_merge)
+
+    p = sub.add_parser("calibrate", help="choose a tuned adapter's search-decision shift on held-out pool questions",
+                       description="Probe the adapter at its decision line on pool questions it was not trained on, "
+                                   "pick the shift with the best fresh-data recall minus reasoning false searches, and "
+                                   "write ADAPTER/decision.json, which eval, ask, chat and serve then apply.")
+    p.add_argument("adapter", help="adapter directory trained on rows with decision lines (synth.decision_line)")
+    p.add_argument("--data", required=True, nargs="+", help="the training rows: their questions are left out")
+    p.add_argument("--pools", nargs="+", default=["data/questions/search.jsonl", "data/questions/thinking.jsonl"],
+                   help="question pools with categories to draw from (default: the shipped ones)")
+    p.add_argument("--per-kind", type=int, default=60, help="fresh-data and reasoning questions, each (default: 60)")
+    p.add_argument("--model", help="base model reference (default: the one recorded in the adapter)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw from the pools (default: 0)")
+    p.set_defaults(func=_calibrate)
 
     # ask / chat / serve
     p = sub.add_parser("ask", help="answer one question: think, search if needed, answer (streamed)")

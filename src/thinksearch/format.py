@@ -94,6 +94,21 @@ def search_call(query: str) -> dict[str, Any]:
     return {"type": "function", "function": {"name": SEARCH_TOOL, "arguments": {"query": query}}}
 
 
+# With synth.decision_line every trained trace opens with one of these lines, so the search
+# decision is made at one token (their first own one), where the agent can shift it (steer.py).
+DECISION_LINES = {
+    "thinking": "这个问题靠推理和已有知识就能回答，不需要搜索。",
+    "search": "这个问题要用到会变化的最新信息，需要搜索。",
+    # A stable fact the student got wrong when probed (synth.knowledge): nothing about it changes.
+    "knowledge": "这个问题问的是一个我没有把握的事实，需要搜索核实。",
+}
+
+
+def build_messages(question: str, history: Sequence[dict[str, Any]] = (), system: str | None = None) -> list[dict[str, Any]]:
+    """System prompt (the reference one by default), earlier turns, then the question."""
+    return [{"role": "system", "content": system or SYSTEM_PROMPT}, *history, {"role": "user", "content": question}]
+
+
 def thinking_block(trace: str) -> str:
     return f"{THINK_OPEN}\n{trace}\n{THINK_CLOSE}"
 

@@ -29,6 +29,8 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] | None = None
+    """Added to these tokens' logits at every step (the agent's one-token decision step, steer.py)."""
 
 
 @dataclass
@@ -66,6 +68,7 @@ def _generate_kwargs(model: Any, tokenizer: Any, sampling: Sampling, stop: Seque
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
         stop_strings=list(stop) or None,
+        sequence_bias=[[[t], b] for t, b in sampling.logit_bias.items()] if sampling.logit_bias else None,
     )
     return {"generation_config": cfg, "tokenizer": tokenizer}
 

@@ -1,7 +1,7 @@
-"""The main job: index → synth → train → export → eval in one run directory, resumable at every stage.
+"""The main job: index → synth → train → calibrate → export → eval in one run directory, resumable at every stage.
 
 Each stage is the same function its own subcommand calls (``build_index``, ``synthesize``,
-``train``, ``cached_gguf``, ``evaluate``); this module only decides where their files go inside the run
+``train``, ``steer.calibrate``, ``cached_gguf``, ``evaluate``); this module only decides where their files go inside the run
 directory, skips what is already complete, and summarises the run in one table
 (``summary.json`` / ``summary.md`` beside the artifacts).
 
@@ -114,7 +114,7 @@ def run(cfg: RunConfig, say: Callable[[str], None] = print, progress: bool = Tru
 
     write_json_atomic(paths.root / "run_config.json", to_dict(cfg))
     state = _State(paths.root)
-    for stage in ("index", "synth", "train", "export", "eval"):
+    for stage in STAGES:
         if stage not in cfg.stages:
             continue
         if stage == "index" and not (cfg.synth.search.backend == "local" and cfg.corpus):
@@ -167,6 +167,27 @@ def _train(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress
     return "done"
 
 
+def _calibrate(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str | tuple[str, str]:
+    """ADAPTER/decision.json: the shift of the search decision that eval and ask apply (steer.py)."""
+    from thinksearch import steer
+
+    why = None
+    if not cfg.train.calibrate_per_kind:
+        why = "train.calibrate_per_kind is 0"
+    elif not steer.has_decision_lines(paths.data):
+        why = "the training rows open with no decision line (synth.decision_line is off)"
+    if why:
+        say(f"calibrate skipped: {why}; the model decides unshifted")
+        return "skipped", why
+    record = steer.calibrated(paths.adapter, cfg.train.calibrate_per_kind)
+    if record is None:  # none yet, or made for other weights or another size
+        items = steer.calibration_items([cfg.synth.search_questions, cfg.synth.thinking_questions], paths.data,
+                                        cfg.train.calibrate_per_kind, seed=cfg.train.seed)
+        record = steer.calibrate(paths.adapter, cfg.train.model, items, cfg.train.calibrate_per_kind, note=say)
+    say(f"decision shift {steer.describe(record)}")
+    return "done"
+
+
 def _export(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress: bool) -> str | tuple[str, str]:
     """model.gguf: the tuned model merged and exported once (the cache), for llama.cpp in eval and ask."""
     from thinksearch import gguf_cache
@@ -197,7 +218,7 @@ def _eval(cfg: RunConfig, paths: RunPaths, say: Callable[[str], None], progress:
 
 
 STAGES: dict[str, Callable[[RunConfig, RunPaths, Callable[[str], None], bool], Any]] = {
-    "index": _index, "synth": _synth, "train": _train, "export": _export, "eval": _eval,
+    "index": _index, "synth": _synth, "train": _train, "calibrate": _calibrate, "export": _export, "eval": _eval,
 }
 
 
@@ -241,6 +262,9 @@ def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[s
             "seconds": metrics.get("train_seconds"),
             "adapter": str(paths.adapter),
         }
+    decision = read_json(paths.adapter / "decision.json")
+    if isinstance(decision, dict) and "shift" in decision:
+        out["calibrate"] = {k: decision.get(k) for k in ("shift", "questions", "unshifted", "shifted")}
     report = read_json(paths.eval_dir / "report.json")  # every output of every model: read it once
     out["engines"] = _engines(paths, out["stages"], report)
     if report:
@@ -338,6 +362,11 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         if tr.get("eval_loss") is not None:
             loss += f" (holdout {tr['eval_loss']:.3f})"
         rows.append(("training loss", f"{loss}, {tr['steps']} steps"))
+    cal = summary.get("calibrate")
+    if cal:
+        from thinksearch.steer import describe
+
+        rows.append(("decision shift", describe(cal)))
     for name, m in (summary.get("eval") or {}).items():
         rows.append((f"{name}: <thinking> on thinking", _frac(m["thinking_tag"])))
         rows.append((f"{name}: <tool_call> on search", _frac(m["search_tag"])))

@@ -17,6 +17,13 @@ from thinksearch.errors import ConfigError
 from thinksearch.refs import has_adapter, parse_model_specs
 
 
+def check_shift(cfg: object) -> None:
+    """A decision shift is a log-odds offset: |shift| <= 10 already decides every question one way."""
+    shift = getattr(cfg, "decision_shift")
+    if shift is not None and not (isinstance(shift, (int, float)) and math.isfinite(shift) and abs(shift) <= 10):
+        raise invalid("decision_shift", f"must be a number from -10 to 10 (0: no shift), got {shift!r}")
+
+
 # ---- train ---------------------------------------------------------------------------
 
 
@@ -92,12 +99,14 @@ class TrainConfig:
     """Compute precision: auto = bf16 on a GPU or CPU that has it (AVX512-BF16/AMX), fp16 on older GPUs, else fp32."""
     skip_bad_rows: bool = False
     """Skip rows that don't follow the format (counted and listed in metrics.json) instead of stopping at the first."""
+    calibrate_per_kind: int = 60
+    """thinksearch run's calibrate stage, after training on rows with decision lines (synth.decision_line): the adapter's decision shift is chosen on this many fresh-data and as many reasoning pool questions that are not among the training rows, and written to ADAPTER/decision.json, which eval, ask, chat and serve apply (thinksearch calibrate; README, The search decision); 0: no shift."""
 
     def __post_init__(self) -> None:
         check_positive(self, "lora_r", "lora_alpha", "batch_size", "grad_accum", "learning_rate", "epochs",
                        "max_steps", "max_length", "eval_steps", "logging_steps", "save_steps", "save_total_limit",
                        "max_grad_norm", "trainable_tokens_lr_scale")
-        check_positive(self, "weight_decay", "decision_tokens", allow_zero=True)
+        check_positive(self, "weight_decay", "decision_tokens", "calibrate_per_kind", allow_zero=True)
         check_positive(self, "decision_weight")
         if not math.isfinite(self.decision_weight):
             raise invalid("decision_weight", f"must be a finite number, got {self.decision_weight!r}")
@@ -166,6 +175,8 @@ class AgentConfig:
     """> 1 discourages repeating tokens (transformers engine)."""
     close_thinking: int = 0
     """When a turn reaches max_new_tokens inside <thinking>, close the thinking and let the model write up to this many more tokens in the same turn (0: off). Use it with a model trained on decision lines (synth.decision_line): its trace states the decision first, and the closed turn follows it."""
+    decision_shift: float | None = None
+    """Added to the log-odds of searching at the decision line (a model trained with synth.decision_line; see thinksearch calibrate). Unset: the shift calibrated for the adapter (ADAPTER/decision.json) if it has one; 0: none."""
     seed: int | None = None
     """Sampling seed (with temperature > 0)."""
     system_prompt: str | None = None
@@ -182,6 +193,7 @@ class AgentConfig:
         check_positive(self, "temperature", allow_zero=True)
         check_positive(self, "repetition_penalty")
         check_positive(self, "close_thinking", allow_zero=True)
+        check_shift(self)
         if self.top_p > 1:
             raise invalid("top_p", f"must be <= 1, got {self.top_p!r}")
         if self.max_new_tokens >= self.context_tokens:
@@ -264,6 +276,8 @@ class EvalConfig:
     thinking counts as undecided). Meant for a model trained on decision lines
     (synth.decision_line), whose trace states the decision before it can loop; without them a
     closed thinking is mostly followed by a search, whatever the question (README, Results)."""
+    decision_shift: float | None = None
+    """With --agent: added to the log-odds of searching at the decision line of a model trained with synth.decision_line (thinksearch calibrate). Unset: each model's calibrated shift (its adapter's decision.json) if it has one; 0: none."""
     batch_size: int = 8
     """Questions generated together; 1 generates one at a time."""
     continuous_batching: bool = True
@@ -292,6 +306,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_positive(self, "limit_per_type", "max_new_tokens", "batch_size", "max_rounds", "repetition_penalty")
         check_positive(self, "temperature", "close_thinking", allow_zero=True)
+        check_shift(self)
         if not 0 < self.top_p <= 1:
             raise invalid("top_p", f"must be in (0, 1], got {self.top_p!r}")
         if not self.data.strip():
@@ -312,7 +327,7 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class RunConfig:
-    """`thinksearch run CONFIG`: index → synth → train → export → eval in one run directory.
+    """`thinksearch run CONFIG`: index → synth → train → calibrate → export → eval in one run directory.
 
     The YAML file is this dataclass: top-level run fields plus one section per stage. Inside a
     run the stages hand files to each other, so their paths are the run directory's (data.jsonl,
@@ -321,8 +336,8 @@ class RunConfig:
 
     run_dir: str = "runs/quickstart"
     """Every artifact of the run goes here; rerunning the same command resumes where it stopped."""
-    stages: list[Literal["index", "synth", "train", "export", "eval"]] = dataclasses.field(
-        default_factory=lambda: ["index", "synth", "train", "export", "eval"])
+    stages: list[Literal["index", "synth", "train", "calibrate", "export", "eval"]] = dataclasses.field(
+        default_factory=lambda: ["index", "synth", "train", "calibrate", "export", "eval"])
     """Stages to run (in pipeline order whatever the order given); complete stages are skipped anyway."""
     compare_base: bool = True
     """Evaluate the base model beside the tuned one; off: the tuned model only (seeds of one recipe share one base evaluation: scripts/seeds.py)."""
@@ -343,4 +358,4 @@ class RunConfig:
         if not self.run_dir.strip():
             raise invalid("run_dir", "must be a directory path")
         if not self.stages:
-            raise invalid("stages", "give at least one of index, synth, train, export, eval")
+            raise invalid("stages", "give at least one of index, synth, train, calibrate, export, eval")

@@ -114,6 +114,8 @@ class OpenAIEngine:
             p["top_p"] = sampling.top_p
             if sampling.seed is not None:
                 p["seed"] = sampling.seed
+        if sampling.logit_bias:
+            p["logit_bias"] = {str(t): b for t, b in sampling.logit_bias.items()}
         if sampling.repetition_penalty != 1:
             # Not an OpenAI API field: vLLM and SGLang read it from the body (sent only when set).
             p["extra_body"] = {self.REPETITION_PENALTY: sampling.repetition_penalty}

@@ -54,6 +54,17 @@ def agent_settings(cfg: EvalConfig) -> AgentConfig:
     )
 
 
+def model_shift(cfg: EvalConfig, adapter: str | None) -> float:
+    """The decision shift a model is evaluated with: --decision-shift, else its adapter's
+    calibrated one (steer.py), else none (0); only the agent loop applies it."""
+    from thinksearch.steer import saved_shift
+
+    if not cfg.agent:
+        return 0.0
+    shift = cfg.decision_shift if cfg.decision_shift is not None else saved_shift(adapter)
+    return float(shift or 0.0)
+
+
 def base_record(item: EvalItem, key: str) -> dict[str, Any]:
     """The fields of a saved output that come from the question (the rest come from the run)."""
     return {"id": item.id, "type": item.type, "category": item.category, "question": item.question,

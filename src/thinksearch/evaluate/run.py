@@ -6,6 +6,7 @@ Run as: ``thinksearch eval --data data/eval/test.jsonl --model base=qwen2.5-code
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from thinksearch.errors import ThinksearchError
 from thinksearch.agent import Agent
-from thinksearch.evaluate.agentic import BatchingEngine, agent_settings, base_record, run_agent
+from thinksearch.evaluate.agentic import BatchingEngine, agent_settings, base_record, model_shift, run_agent
 from thinksearch.evaluate.batching import generate_records, sampling_for
 from thinksearch.evaluate.engine_choice import choose, load_llamacpp
 from thinksearch.evaluate.evalset import load_eval_set, subsample
@@ -137,7 +138,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
                     generate_records(model, tokenizer, pending, sampling, cfg.batch_size, store.key, saved,
                                      continuous=cfg.continuous_batching)
                 else:
-                    agent = Agent(engine, backend, settings)
+                    shift = model_shift(cfg, resolved[spec.name].adapter)
+                    if shift:
+                        log(f"{spec.name}: decision shift {shift:+g} at the decision line (--decision-shift, or the adapter's decision.json)")
+                    agent = Agent(engine, backend, dataclasses.replace(settings, decision_shift=shift))
                     run_agent(agent, pending, lambda it, key=store.key: base_record(it, key), cfg.max_new_tokens,
                               4 * cfg.batch_size, saved)
             finally:

@@ -41,12 +41,7 @@ ABSTAINED = "abstained"
 
 
 # Written by code, like the tags (``decision_line``): the teacher's text follows on the next line.
-DECISION_LINES = {
-    "thinking": "这个问题靠推理和已有知识就能回答，不需要搜索。",
-    "search": "这个问题要用到会变化的最新信息，需要搜索。",
-    # A stable fact the student got wrong when probed (.knowledge): nothing about it changes.
-    "knowledge": "这个问题问的是一个我没有把握的事实，需要搜索核实。",
-}
+DECISION_LINES = fmt.DECISION_LINES
 
 
 def decided(kind: str, trace: str, cfg: "SynthConfig") -> str:

@@ -1,0 +1,222 @@
+"""The decision shift (thinksearch.steer): where the decision lines part, the calibration, and the
+agent opening a first turn with the line the shifted token starts, in every engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from fake_engines import FixedSearch, ScriptedEngine
+from test_gguf_cache import make_adapter
+
+from thinksearch import format as fmt
+from thinksearch import steer
+from thinksearch.agent import Agent, build_messages
+from thinksearch.config import AgentConfig, EvalConfig
+from thinksearch.errors import ConfigError, ThinksearchError
+from thinksearch.evaluate.evalset import EvalItem
+from thinksearch.format import DECISION_LINES
+
+
+def _items():
+    return [EvalItem("s1", "search", "今天比特币的价格是多少？", category="prices"),
+            EvalItem("t1", "thinking", "如果一个正方形的面积是另一个正方形面积的4倍，那么它们的周长比是多少？", category="arithmetic"),
+            EvalItem("k1", "thinking", "为什么天空是蓝色的？", category="science")]
+
+
+def opened_with(text: str) -> str | None:
+    return next((k for k, line in DECISION_LINES.items() if text.startswith(f"<thinking>\n{line}\n")), None)
+
+
+def test_the_shared_tokens_end_where_the_lines_part(tiny_tokenizer):
+    prompt = fmt.render(tiny_tokenizer, build_messages("北京明天天气怎么样？"), add_generation_prompt=True)
+    shared, heads = steer.decision_tokens(tiny_tokenizer, prompt)
+    assert set(heads) == set(DECISION_LINES) and len(set(heads.values())) == len(heads)
+    for kind, line in DECISION_LINES.items():
+        own = tiny_tokenizer(prompt + "<thinking>\n" + line, add_special_tokens=False)["input_ids"]
+        assert own[:len(shared) + 1] == shared + [heads[kind]]
+
+
+def test_padded_batch_scores_each_question_as_it_would_score_alone(tiny):
+    import torch
+
+    model, tok = tiny
+    items = _items()
+    batched = steer.margins(model, tok, items, batch_size=3)  # prompts of three lengths, left-padded
+    for it, got in zip(items, batched):
+        prompt = fmt.render(tok, build_messages(it.question), add_generation_prompt=True)
+        shared, heads = steer.decision_tokens(tok, prompt)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([shared])).logits[0, -1].float(), dim=-1)
+        for kind, t in heads.items():
+            assert got["logp"][kind] == pytest.approx(float(logp[t]), abs=2e-3)
+        assert got["margin"] == pytest.approx(max(got["logp"]["search"], got["logp"]["knowledge"]) - got["logp"]["thinking"], abs=1e-3)
+
+
+def test_steering_opens_with_the_whole_line_its_token_starts(tiny_tokenizer):
+    s = steer.steering(tiny_tokenizer, 1.5)
+    assert s.prefix.startswith("<thinking>\n") and all(f"<thinking>\n{line}".startswith(s.prefix) for line in DECISION_LINES.values())
+    for kind, head in s.heads.items():
+        assert s.opening(head) == f"<thinking>\n{DECISION_LINES[kind]}\n"
+    assert s.opening("嗯") == ""
+    prompt = fmt.render(tiny_tokenizer, build_messages("？"), add_generation_prompt=True)
+    _, heads = steer.decision_tokens(tiny_tokenizer, prompt)
+    assert s.bias == {heads["search"]: 1.5, heads["knowledge"]: 1.5}  # the no-search line is left alone
+
+
+def test_the_shift_is_the_best_recall_minus_false_searches():
+    scored = [("fresh_data", 0.5), ("fresh_data", -0.35), ("fresh_data", -2.0),
+              ("reasoning", -3.0), ("reasoning", -0.9), ("knowledge", 0.0)]
+    # 0.4 takes the second fresh question; 0.9 would take a reasoning one with the same gain lost.
+    assert steer.best_shift(scored) == 0.4
+    assert steer.searched(scored, 0.4) == {"fresh_data": (2, 3), "reasoning": (0, 2), "knowledge": (1, 1)}
+    with pytest.raises(ThinksearchError, match="needs fresh-data and reasoning questions; got 3 and 0"):
+        steer.best_shift([s for s in scored if s[0] != "reasoning"])
+
+
+def test_a_broken_calibration_file_names_itself(tmp_path):
+    assert steer.saved_shift(None) is None and steer.saved_shift(tmp_path) is None
+    (tmp_path / "decision.json").write_text('{"shift": 0.7}', encoding="utf-8")
+    assert steer.saved_shift(tmp_path) == 0.7
+    (tmp_path / "decision.json").write_text('{"margins": []}', encoding="utf-8")
+    with pytest.raises(ThinksearchError, match=r"decision.json is not a calibration file .* rerun thinksearch calibrate"):
+        steer.saved_shift(tmp_path)
+
+
+@pytest.mark.parametrize("value", [11, float("nan"), -10.5])
+def test_a_shift_out_of_range_names_the_flag(value):
+    with pytest.raises(ConfigError, match="decision-shift"):
+        AgentConfig(decision_shift=value)
+    with pytest.raises(ConfigError, match="decision-shift"):
+        EvalConfig(decision_shift=value)
+
+
+def test_calibration_leaves_out_the_training_questions_and_writes_the_shift(tmp_path, tiny_model_dir):
+    pools = [tmp_path / "search.jsonl", tmp_path / "thinking.jsonl"]
+    pools[0].write_text("".join(json.dumps({"id": f"s{i}", "type": "search", "question": q, "category": "prices"},
+                                           ensure_ascii=False) + "\n"
+                                for i, q in enumerate(["黄金价格每克多少钱？", "比特币现在多少钱？", "今天油价多少？"])), encoding="utf-8")
+    pools[1].write_text("".join(json.dumps({"id": f"t{i}", "type": "thinking", "question": q, "category": c}, ensure_ascii=False) + "\n"
+                                for i, (q, c) in enumerate([("12乘以13等于多少？", "arithmetic"), ("3的平方是多少？", "arithmetic"),
+                                                            ("水的化学式是什么？", "science")])), encoding="utf-8")
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"type": "search", "messages": [{"role": "system", "content": "…"},
+                                                               {"role": "user", "content": "比特币现在多少钱？"}]},
+                               ensure_ascii=False) + "\n", encoding="utf-8")
+    items = steer.calibration_items(pools, data, per_kind=1, seed=3)
+    assert sorted(it.type for it in items) == ["search", "thinking"]
+    items = steer.calibration_items(pools, [data], per_kind=5)
+    # the trained question and the knowledge one are left out
+    assert {it.question for it in items} == {"黄金价格每克多少钱？", "今天油价多少？", "12乘以13等于多少？", "3的平方是多少？"}
+    adapter = make_adapter(tiny_model_dir, tmp_path / "adapter", seed=3)
+    record = steer.calibrate(adapter, str(tiny_model_dir), items, per_kind=5, batch_size=3)
+    assert steer.calibrated(adapter, 5) == record and steer.calibrated(adapter, 6) is None
+    saved = json.loads((adapter / "decision.json").read_text(encoding="utf-8"))
+    assert saved == record and steer.saved_shift(adapter) == record["shift"]
+    assert 0 <= record["shift"] <= steer.MAX_SHIFT and record["questions"] == 4
+    assert {m["id"] for m in record["margins"]} == {it.id for it in items}
+    scored = [(m["kind"], m["margin"]) for m in record["margins"]]
+    assert record["shift"] == steer.best_shift(scored)
+    assert record["shifted"]["fresh_data"]["k"] == steer.searched(scored, record["shift"])["fresh_data"][0]
+
+
+def _first_turns(agent: Agent, questions: list[str]) -> list[str]:
+    results = agent.run_batch([build_messages(q) for q in questions], max_new_tokens=24)
+    return [r.rounds[0].raw for r in results]
+
+
+SEARCH_LINES = {"search", "knowledge"}
+QUESTIONS = ["今天比特币的价格是多少？", "12乘以13等于多少？"]
+
+
+def test_transformers_opens_with_the_shifted_line(tiny):
+    from thinksearch.engines import TransformersEngine
+
+    model, tok = tiny
+    agent = Agent(TransformersEngine(model, tok), FixedSearch(), AgentConfig(decision_shift=10.0, max_rounds=1))
+    for r in agent.run_batch([build_messages(q) for q in QUESTIONS], max_new_tokens=40):
+        assert opened_with(r.rounds[0].raw) in SEARCH_LINES and r.rounds[0].decision_shift == 10.0
+        assert r.rounds[0].completion_tokens <= 40  # the line counts against the turn's limit
+    # A negative shift only holds the search lines back: the untrained model's own top token
+    # starts no line, so its turns go on unsteered.
+    agent = Agent(TransformersEngine(model, tok), FixedSearch(), AgentConfig(decision_shift=-10.0, max_rounds=1))
+    for r in agent.run_batch([build_messages(q) for q in QUESTIONS], max_new_tokens=40):
+        assert opened_with(r.rounds[0].raw) not in SEARCH_LINES and r.rounds[0].decision_shift is None
+
+
+def test_llamacpp_opens_with_the_shifted_line(tiny, tmp_path):
+    pytest.importorskip("xllamacpp")
+    from test_gguf_export import reference_gguf
+
+    from thinksearch.engines import LlamaCppEngine
+
+    model, tok = tiny
+    gguf = reference_gguf(model, tok, tmp_path / "tiny.gguf")
+    engine = LlamaCppEngine(gguf, tok, context_length=512, parallel=2)
+    try:
+        agent = Agent(engine, FixedSearch(), AgentConfig(decision_shift=10.0, max_rounds=1))
+        assert {opened_with(t) for t in _first_turns(agent, QUESTIONS)} <= SEARCH_LINES
+        agent = Agent(engine, FixedSearch(), AgentConfig(decision_shift=-10.0, max_rounds=1))
+        assert not {opened_with(t) for t in _first_turns(agent, QUESTIONS)} & SEARCH_LINES
+    finally:
+        engine.close()
+
+
+def test_the_adapters_calibrated_shift_steers_ask_and_stream(tiny_tokenizer, tmp_path):
+    (tmp_path / "decision.json").write_text('{"shift": 0.7}', encoding="utf-8")
+    s = steer.steering(tiny_tokenizer, 0.7)
+    steps = []
+
+    def reply(messages):
+        last = messages[-1]
+        if last["role"] == "assistant" and last["content"] == s.prefix:
+            steps.append(last)
+            return s.heads["search"]
+        if last["role"] == "tool":  # the second turn is not steered
+            return "金价约800元。"
+        assert last["role"] == "assistant" and last["content"] == f"<thinking>\n{DECISION_LINES['search']}\n"
+        return "金价每天都在变。\n</thinking>\n" + fmt.TOOL_OPEN + '\n{"name": "search", "arguments": {"query": "金价"}}\n' + fmt.TOOL_CLOSE
+
+    class Engine(ScriptedEngine):
+        biases: list = []
+
+        def _next(self, messages, sampling):
+            self.biases.append(sampling.logit_bias)
+            if sampling.max_new_tokens == 1:  # counted in characters here; one token holds several
+                sampling = dataclasses.replace(sampling, max_new_tokens=64)
+            return super()._next(messages, sampling)
+
+    engine = Engine(tiny_tokenizer, reply=reply)
+    agent = Agent(engine, FixedSearch(), AgentConfig(model=f"qwen+{tmp_path}", max_rounds=2))
+    events = []
+    result = agent.run(build_messages("今天金价多少？"), on_event=events.append)
+    assert result.rounds[0].raw.startswith(f"<thinking>\n{DECISION_LINES['search']}\n金价每天都在变。")
+    assert result.rounds[0].decision_shift == 0.7 and result.rounds[0].tool_calls[0].query == "金价"
+    shown = "".join(e.text for e in events if e.kind == "thinking")
+    assert shown.startswith(DECISION_LINES["search"])
+    assert len(steps) == 1 and engine.biases == [s.bias, None, None] and result.answer == "金价约800元。"
+    # --decision-shift 0 turns the adapter's shift off: one generate per turn, no decision step.
+    engine.script, engine.reply = ["好的。"], None
+    assert Agent(engine, FixedSearch(), AgentConfig(model=f"qwen+{tmp_path}", decision_shift=0)).steering is None
+
+
+def test_the_chat_api_cannot_be_shifted(tmp_path):
+    class NoTokenizer(ScriptedEngine):
+        tokenizer = None
+
+        def __init__(self):
+            pass
+
+    with pytest.raises(ThinksearchError, match="--endpoint-api completions, or --decision-shift 0"):
+        Agent(NoTokenizer(), FixedSearch(), AgentConfig(decision_shift=1.0))  # type: ignore[arg-type]
+
+
+def test_the_eval_takes_each_models_calibrated_shift(tmp_path):
+    from thinksearch.evaluate.agentic import model_shift
+
+    (tmp_path / "decision.json").write_text('{"shift": 1.3}', encoding="utf-8")
+    assert model_shift(EvalConfig(agent=True), str(tmp_path)) == 1.3
+    assert model_shift(EvalConfig(agent=True), None) == 0.0
+    assert model_shift(EvalConfig(agent=True, decision_shift=0), str(tmp_path)) == 0.0
+    assert model_shift(EvalConfig(agent=False), str(tmp_path)) == 0.0  # the first turn alone is not steered
