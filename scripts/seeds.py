@@ -13,8 +13,9 @@ Run as::
 
 - ``data/``: a run directory holding the recipe's rows, synthesized once (``synth.seed``) and
   copied into every seed's directory, so seeds differ in training only;
-- ``seed<N>/``: a ``thinksearch run`` directory per training seed (``train.seed = N``): adapter,
-  model.gguf, and the tuned model's evaluation on the whole eval file;
+- ``seed<N>/``: a ``thinksearch run`` directory per training seed (``train.seed = N``): adapter
+  (with its calibrated decision shift, where the rows have decision lines), model.gguf, and the
+  tuned model's evaluation on the whole eval file;
 - ``base/``: the base model's evaluation, once (greedy answers do not depend on the training seed);
 - ``seeds.json`` (or ``--json``): every seed's figures with counts and intervals, and per figure
   the mean, the range and the pooled count over seeds; the same table is printed as Markdown.
@@ -119,6 +120,7 @@ def collect(out: Path, seeds: Sequence[int], recipe_info: Mapping[str, Any]) -> 
         per_seed[str(seed)] = _figures(metrics)
         summary = read_json(run_dir / pipeline.SUMMARY_JSON) or {}
         runs[str(seed)] = {"run_dir": str(run_dir), "train": summary.get("train"),
+                           "decision_shift": (summary.get("calibrate") or {}).get("shift"),
                            "minutes": {s: round(v.get("seconds", 0) / 60, 1) for s, v in summary.get("stages", {}).items()}}
     base_metrics = _model_metrics(out / "base" / "report.json", "base")
     base = _figures(base_metrics) if base_metrics else {}

@@ -220,3 +220,26 @@ def test_the_eval_takes_each_models_calibrated_shift(tmp_path):
     assert model_shift(EvalConfig(agent=True), None) == 0.0
     assert model_shift(EvalConfig(agent=True, decision_shift=0), str(tmp_path)) == 0.0
     assert model_shift(EvalConfig(agent=False), str(tmp_path)) == 0.0  # the first turn alone is not steered
+
+
+def test_a_server_that_returns_tool_calls_shifts_its_turns_too(tiny):
+    import openai
+    from fake_engines import ServerThread
+
+    from thinksearch.config import ServeConfig
+    from thinksearch.engines import TransformersEngine
+    from thinksearch.serve import create_app
+
+    model, tok = tiny
+    agent = Agent(TransformersEngine(model, tok), FixedSearch(), AgentConfig(decision_shift=10.0, max_new_tokens=24))
+    with ServerThread(create_app(agent, ServeConfig(max_tokens_limit=32))) as s:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        messages = [{"role": "user", "content": "今天比特币的价格是多少？"}]
+        r = c.chat.completions.create(model="thinksearch", messages=messages, max_tokens=24)
+        said = (r.choices[0].message.model_extra or {}).get("reasoning_content") or r.choices[0].message.content or ""
+        assert said.lstrip().startswith(DECISION_LINES["search"]) or said.lstrip().startswith(DECISION_LINES["knowledge"])
+        assert r.usage.completion_tokens <= 24
+        pieces = c.chat.completions.create(model="thinksearch", messages=messages, max_tokens=24, stream=True)
+        streamed = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning_content") or ch.choices[0].delta.content or ""
+                           for ch in pieces if ch.choices)
+        assert streamed.lstrip().startswith(said.lstrip()[:10])

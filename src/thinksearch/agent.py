@@ -366,7 +366,14 @@ class Agent:
             return sampling
         return dataclasses.replace(sampling, max_new_tokens=max(1, sampling.max_new_tokens - self.steering.opening_tokens))
 
-    def _with_opening(self, opening: str, c: Completion) -> Completion:
+    def open_turn(self, messages: Sequence[Message], sampling: Sampling) -> tuple[str, list[Message], Sampling]:
+        """A turn outside the loop (a server that returns tool calls to its client), shifted as
+        the loop's are: the decision line it opens with ('' for none), then the messages and the
+        sampling to generate the rest with; :meth:`with_opening` puts the line back in front."""
+        opening = self._openings([self._begin(messages)], sampling)[0]
+        return opening, self._opened(messages, opening), self._after_openings(sampling, [opening])
+
+    def with_opening(self, opening: str, c: Completion) -> Completion:
         if not opening:
             return c
         assert self.steering is not None
@@ -457,7 +464,7 @@ class Agent:
             openings = self._openings(active, sampling)
             comps = self.engine.generate([self._opened(c.messages, o) for c, o in zip(active, openings)],
                                          self._after_openings(sampling, openings))
-            comps = [self._with_opening(o, c) for o, c in zip(openings, comps)]
+            comps = [self.with_opening(o, c) for o, c in zip(openings, comps)]
             closed = self._close_all(active, comps, sampling)
             for conv, comp, was_closed, opening in zip(active, comps, closed, openings):
                 self._step(conv, comp, None, None, closed=was_closed)
@@ -486,7 +493,7 @@ class Agent:
                     on_event(Event(kind, text, index))  # type: ignore[arg-type]
             completion, first = self._stream_turn(self._opened(conv.messages, opening), self._after_openings(sampling, [opening]),
                                                   cancel, splitter, on_event, index, t0)
-            completion = self._with_opening(opening, completion)
+            completion = self.with_opening(opening, completion)
             closing = None if cancel is not None and cancel.is_set() else self._closing(conv, completion)
             if closing is not None:
                 if on_event:

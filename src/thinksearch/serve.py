@@ -188,7 +188,9 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
             return envelope(s, rid, "chat.completion",
                             [{"index": 0, "message": msg, "finish_reason": finish, "logprobs": None}],
                             {"usage": usage(result.prompt_tokens, result.completion_tokens), "thinksearch": trace(result)})
-        completion = await asyncio.wrap_future(s.batcher.submit(messages, sampling))
+        agent = request_agent(s, sampling)
+        opening, rest, rest_sampling = await asyncio.to_thread(agent.open_turn, messages, sampling)
+        completion = agent.with_opening(opening, await asyncio.wrap_future(s.batcher.submit(rest, rest_sampling)))
     except Busy:
         raise ApiError(503, "the server is busy (request queue full); retry later", "server_busy", "queue_full") from None
     msg, finish = turn_message(completion.text)
@@ -245,12 +247,17 @@ def envelope(s: Server, rid: str, obj: str, choices: list[dict[str, Any]],
             "choices": choices, **(extra or {})}
 
 
-def run_agent(s: Server, messages: list[Message], sampling: Sampling, on_event: Any = None,
-              cancel: threading.Event | None = None) -> AgentResult:
-    """The agent loop (``run_tools``) with this request's sampling, its generates batched with the others."""
+def request_agent(s: Server, sampling: Sampling) -> Agent:
+    """The agent with this request's sampling, its generates batched with the other requests'."""
     acfg = dataclasses.replace(s.agent.cfg, temperature=sampling.temperature, top_p=sampling.top_p,
                                seed=sampling.seed, max_new_tokens=sampling.max_new_tokens)
-    return Agent(s.queued, s.agent.backend, acfg).run(messages, on_event=on_event, cancel=cancel)
+    return Agent(s.queued, s.agent.backend, acfg)
+
+
+def run_agent(s: Server, messages: list[Message], sampling: Sampling, on_event: Any = None,
+              cancel: threading.Event | None = None) -> AgentResult:
+    """The agent loop (``run_tools``) with this request's sampling."""
+    return request_agent(s, sampling).run(messages, on_event=on_event, cancel=cancel)
 
 
 def trace(result: AgentResult) -> dict[str, Any]:
@@ -297,7 +304,12 @@ async def stream_events(s: Server, rid: str, messages: list[Message], sampling: 
 
             threading.Thread(target=work, daemon=True).start()
         else:
-            s.batcher.submit_stream(messages, sampling, put, cancel)
+            agent = request_agent(s, sampling)
+            opening, rest, rest_sampling = await asyncio.to_thread(agent.open_turn, messages, sampling)
+            if opening:
+                put(opening)
+            s.batcher.submit_stream(rest, rest_sampling, lambda x: put(agent.with_opening(opening, x) if isinstance(x, Completion) else x),
+                                    cancel)
     except Busy:
         yield "data: " + json.dumps(error_body("the server is busy (request queue full); retry later",
                                                "server_busy", "queue_full")) + "\n\n"
