@@ -249,8 +249,8 @@ def calibrate(adapter: str | Path, model: str, items: Sequence["EvalItem"], per_
     record = {"shift": shift, "model": model, "adapter_fingerprint": adapter_fingerprint(adapter), "questions": len(items),
               "per_kind": per_kind,
               "off_path": sum(not p["top_is_a_line"] for p in probes),
-              "unshifted": {k: proportion(*c) for k, c in searched(scored, 0.0).items()},
-              "shifted": {k: proportion(*c) for k, c in searched(scored, shift).items()},
+              "unshifted": {k: proportion(*c) for k, c in searched(scored, 0.0).items() if c[1]},
+              "shifted": {k: proportion(*c) for k, c in searched(scored, shift).items() if c[1]},
               "margins": [{"id": it.id, "kind": k, "margin": m} for it, (k, m) in zip(items, scored)]}
     write_json_atomic(Path(adapter) / DECISION_FILE, record)
     return record
