@@ -7,9 +7,10 @@ from seed to seed while false searches stay near zero. Adding a shift ``b`` to t
 the line without changing the ranking.
 
 The shift is chosen per adapter on a calibration probe (pool questions the adapter was not
-trained on, never the eval set): the ``b`` on a grid of 0.1 from 0 to ``--max-shift`` that
-maximises fresh-data recall minus the reasoning questions' false-search rate (Youden's J), the
-smallest on a tie. It is then applied, unchanged, to the evaluation probe of the same adapter.
+trained on, never the eval set): the ``b`` on a grid of 0.1 from minus ``--max-shift`` to ``--max-shift``
+that maximises fresh-data recall minus the reasoning questions' false-search rate (Youden's J),
+the nearest 0 on a tie (:func:`thinksearch.steer.best_shift`; the results of 2026-12-07 were
+chosen from 0 up). It is then applied, unchanged, to the evaluation probe of the same adapter.
 This is what the probe says the decision would be; it changes no model and runs nothing.
 
     python scripts/decision_probe.py runs/v/s2 --data pool_heldout.jsonl --out pool.json

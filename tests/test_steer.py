@@ -71,6 +71,8 @@ def test_the_shift_is_the_best_recall_minus_false_searches():
     # 0.4 takes the second fresh question; 0.9 would take a reasoning one with the same gain lost.
     assert steer.best_shift(scored) == 0.4
     assert steer.searched(scored, 0.4) == {"fresh_data": (2, 3), "reasoning": (0, 2), "knowledge": (1, 1)}
+    # A seed that searches a reasoning question is shifted down, as little as it takes.
+    assert steer.best_shift([("fresh_data", 2.0), ("fresh_data", 1.5), ("reasoning", 0.3), ("reasoning", -1.0)]) == -0.3
     with pytest.raises(ThinksearchError, match="needs fresh-data and reasoning questions; got 3 and 0"):
         steer.best_shift([s for s in scored if s[0] != "reasoning"])
 

@@ -10,7 +10,8 @@ the ranking.
 
 ``thinksearch calibrate`` picks ``b`` for an adapter on pool questions it was not trained on:
 the ``b`` on a grid of 0.1 that maximises fresh-data recall minus the false-search rate on
-reasoning questions (Youden's J), the smallest on a tie. It writes ``ADAPTER/decision.json``,
+reasoning questions (Youden's J), the one nearest 0 on a tie; it may be negative, for a seed
+that searches reasoning questions. It writes ``ADAPTER/decision.json``,
 and the agent applies the shift from there (``--decision-shift`` overrides it):
 
     thinksearch calibrate runs/quickstart/adapter --data runs/quickstart/data.jsonl
@@ -150,14 +151,16 @@ def searched(scored: Sequence[tuple[str | None, float]], shift: float) -> dict[s
 
 
 def best_shift(scored: Sequence[tuple[str | None, float]], max_shift: float = MAX_SHIFT) -> float:
-    """The shift in [0, max_shift] (grid 0.1) with the highest fresh-data recall minus
-    reasoning false-search rate, the smallest on a tie."""
+    """The shift in [-max_shift, max_shift] (grid 0.1) with the highest fresh-data recall minus
+    reasoning false-search rate, the one nearest 0 on a tie: a seed that searches too little is
+    shifted up, one that searches reasoning questions is shifted down."""
     c = searched(scored, 0.0)
     if not c["fresh_data"][1] or not c["reasoning"][1]:
         raise ThinksearchError("calibrating the decision shift needs fresh-data and reasoning questions; "
                                f"got {c['fresh_data'][1]} and {c['reasoning'][1]}")
+    steps = int(round(max_shift * 10))
     best, best_j = 0.0, None
-    for i in range(int(round(max_shift * 10)) + 1):
+    for i in sorted(range(-steps, steps + 1), key=abs):  # nearest 0 first, so it wins ties
         c = searched(scored, i / 10)
         (fs, fn), (rs, rn) = c["fresh_data"], c["reasoning"]
         j = fs / fn - rs / rn
