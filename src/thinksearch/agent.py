@@ -349,7 +349,7 @@ class Agent:
         opens with: one token generated after the lines' shared words, the shift on the search
         lines' tokens ('' where no shift applies or that token starts no line)."""
         s, out = self.steering, [""] * len(convs)
-        todo = [i for i, c in enumerate(convs) if s is not None and c.messages[-1].get("role") == "user"]
+        todo = [i for i, c in enumerate(convs) if c.messages[-1].get("role") == "user"]
         if s is not None and todo:
             step = self.engine.generate([[*convs[i].messages, {"role": "assistant", "content": s.prefix}] for i in todo],
                                         dataclasses.replace(sampling, max_new_tokens=1, logit_bias=s.bias))
@@ -372,6 +372,11 @@ class Agent:
         sampling to generate the rest with; :meth:`with_opening` puts the line back in front."""
         opening = self._openings([self._begin(messages)], sampling)[0]
         return opening, self._opened(messages, opening), self._after_openings(sampling, [opening])
+
+    def _mark(self, conv: _Conv, opening: str) -> None:
+        """Record the shift on the round just taken, when its turn opened with a shifted line."""
+        if opening and self.steering is not None:
+            conv.result.rounds[-1].decision_shift = self.steering.shift
 
     def with_opening(self, opening: str, c: Completion) -> Completion:
         if not opening:
@@ -468,8 +473,7 @@ class Agent:
             closed = self._close_all(active, comps, sampling)
             for conv, comp, was_closed, opening in zip(active, comps, closed, openings):
                 self._step(conv, comp, None, None, closed=was_closed)
-                if opening:
-                    conv.result.rounds[-1].decision_shift = self.steering.shift if self.steering else None
+                self._mark(conv, opening)
         for c in convs:
             if not c.done:  # pragma: no cover - the loop finishes every conversation by max_rounds
                 self._finish(c, "max_rounds")
@@ -507,8 +511,7 @@ class Agent:
                     on_event(Event(kind, text, index))  # type: ignore[arg-type]
             self._step(conv, completion, first, on_event, cancelled=cancel is not None and cancel.is_set(),
                        closed=closing is not None)
-            if opening and self.steering:
-                conv.result.rounds[-1].decision_shift = self.steering.shift
+            self._mark(conv, opening)
         if not conv.done:
             self._finish(conv, conv.result.stop_reason)
         return conv.result

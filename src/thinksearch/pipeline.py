@@ -262,7 +262,9 @@ def summarize(paths: RunPaths, state: Mapping[str, Any] | None = None) -> dict[s
             "seconds": metrics.get("train_seconds"),
             "adapter": str(paths.adapter),
         }
-    decision = read_json(paths.adapter / "decision.json")
+    from thinksearch.steer import DECISION_FILE
+
+    decision = read_json(paths.adapter / DECISION_FILE)
     if isinstance(decision, dict) and "shift" in decision:
         out["calibrate"] = {k: decision.get(k) for k in ("shift", "questions", "unshifted", "shifted")}
     report = read_json(paths.eval_dir / "report.json")  # every output of every model: read it once

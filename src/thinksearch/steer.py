@@ -19,6 +19,7 @@ and the agent applies the shift from there (``--decision-shift`` overrides it):
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DECISION_FILE = "decision.json"
 MAX_SHIFT = 4.0
+# What a turn that opens with each decision line starts with (synth writes the same: rows.decided).
+OPENINGS = {k: f"{fmt.THINK_OPEN}\n{line}\n" for k, line in fmt.DECISION_LINES.items()}
 
 
 def decision_tokens(tokenizer: Any, prompt: str) -> tuple[list[int], dict[str, int]]:
@@ -72,11 +75,13 @@ class Steering:
     def opening(self, token: str) -> str:
         """The whole decision line ``token`` starts, as the turn's opening ('' if it starts none)."""
         kind = next((k for k, h in self.heads.items() if token == h), None)
-        return f"{fmt.THINK_OPEN}\n{fmt.DECISION_LINES[kind]}\n" if kind else ""
+        return OPENINGS[kind] if kind else ""
 
 
+@functools.lru_cache(maxsize=8)
 def steering(tokenizer: Any, shift: float) -> Steering:
-    """The steering of ``shift`` for a model with this tokenizer's chat template."""
+    """The steering of ``shift`` for a model with this tokenizer's chat template (kept, since
+    the server builds an agent per request)."""
     prompt = fmt.render(tokenizer, [{"role": "user", "content": "？"}], add_generation_prompt=True)
     shared, heads = decision_tokens(tokenizer, prompt)
     n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -87,8 +92,7 @@ def steering(tokenizer: Any, shift: float) -> Steering:
     if tokenizer(prompt + prefix, add_special_tokens=False)["input_ids"] != shared \
             or len(set(texts.values())) != len(texts) or any(not t or "\ufffd" in t for t in texts.values()):
         raise ThinksearchError(f"this tokenizer splits the decision lines where a shift cannot act on them: {texts}")
-    longest = max(len(tokenizer(f"{fmt.THINK_OPEN}\n{line}\n", add_special_tokens=False)["input_ids"])
-                  for line in fmt.DECISION_LINES.values())
+    longest = max(len(tokenizer(opening, add_special_tokens=False)["input_ids"]) for opening in OPENINGS.values())
     return Steering(shift, prefix, texts, {t: shift for k, t in heads.items() if k != "thinking"}, longest)
 
 
@@ -186,7 +190,7 @@ def has_decision_lines(data: str | Path) -> bool:
     """Whether any training row's assistant turn opens with a decision line."""
     from thinksearch.files import read_items
 
-    openings = tuple(f"{fmt.THINK_OPEN}\n{line}\n" for line in fmt.DECISION_LINES.values())
+    openings = tuple(OPENINGS.values())
     return any(str(m.get("content") or "").startswith(openings)
                for _, row in read_items(data, "training data") if isinstance(row, dict)
                for m in row.get("messages", []) if m.get("role") == "assistant")
