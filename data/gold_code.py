@@ -14,6 +14,9 @@ from fractions import Fraction
 
 CN_DIGITS = "零一二三四五六七八九十"
 
+Computed = list[str] | tuple[list[str], list[str]]
+"""What a gold function returns: the accepted answers, or the answers and the ``wrong`` ones."""
+
 WEEKDAYS = "一二三四五六日"
 
 
@@ -54,6 +57,12 @@ def choice_phrases(names: list[str]) -> list[str]:
     for n in names:
         out += [f"选{n}", f"选择{n}", f"去{n}", f"{n}更便宜", f"{n}更省", f"{n}更划算", f"{n}便宜", f"{n}划算"]
     return out
+
+
+def choice(picked: list[str], other: list[str]) -> tuple[list[str], list[str]]:
+    """A choice of two: the phrases that pick ``picked`` (the answers) and those that pick
+    ``other`` (the gold's ``wrong``), so an answer recommending both is not right."""
+    return choice_phrases(picked), choice_phrases(other)
 
 
 def fraction_names(x: Fraction) -> list[str]:

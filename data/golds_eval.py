@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-from gold_code import choice_phrases, evaluated, num, run_printed, snippet_of, weekday_names
+from gold_code import Computed, choice, evaluated, num, run_printed, snippet_of, weekday_names
 
 
 def rope_pieces(folds: int) -> int:
@@ -79,20 +79,21 @@ def arrival(q: str) -> list[str]:
     return [f"{h12}点{t.minute}分", f"{h12}:{t.minute:02d}", f"{t.hour}:{t.minute:02d}", f"{t.hour}点{t.minute}分"]
 
 
-def phone_plan(q: str) -> list[str]:
+def phone_plan(q: str) -> tuple[list[str], list[str]]:
     used = 45
     a = 58 + 3 * max(0, used - 30)
     b = 88
     assert a != b
-    return choice_phrases(["套餐A", "A套餐"] if a < b else ["套餐B", "B套餐"])
+    plans = (["套餐A", "A套餐"], ["套餐B", "B套餐"])
+    return choice(*plans) if a < b else choice(*reversed(plans))
 
 
-def coat(q: str) -> list[str]:
+def coat(q: str) -> tuple[list[str], list[str]]:
     price = Decimal(800)
     a = price * Decimal("0.75")
     b = price - 150 * (price // 500 > 0)
     assert a != b
-    return choice_phrases(["A店"] if a < b else ["B店"])
+    return choice(["A店"], ["B店"]) if a < b else choice(["B店"], ["A店"])
 
 
 def file_read_bug(q: str) -> list[str]:
@@ -125,7 +126,7 @@ def floor_division(q: str) -> list[str]:
     return [printed, ", ".join(printed.split())]
 
 
-COMPUTED: dict[str, Callable[[str], list[str]]] = {
+COMPUTED: dict[str, Callable[[str], Computed]] = {
     "think-arithmetic-01": lambda q: [num((Decimal(480) - 80 * (480 >= 400)) * Decimal("0.95"))],
     "think-arithmetic-02": lambda q: weekday_names(dt.date(2000, 3, 1)),
     "think-arithmetic-03": lambda q: [num(Decimal(13) + (10 - 3) * Decimal("2.3"))],

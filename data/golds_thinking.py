@@ -16,7 +16,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Callable
 
-from gold_code import (choice_phrases, evaluated, fraction_names, harmonic_mean, limit, num, run_printed, snippet_of,
+from gold_code import (Computed, choice, evaluated, fraction_names, harmonic_mean, limit, num, run_printed, snippet_of,
                        stated, weekday_names)
 
 D = Decimal
@@ -35,10 +35,10 @@ def pens_and_books(q: str) -> list[str]:
     return [str(pen), str(book)]
 
 
-def up_then_down(q: str) -> list[str]:
+def up_then_down(q: str) -> tuple[list[str], list[str]]:
     price = D(100) * D("1.1") * D("0.9")
     assert price < 100
-    return ["低了", "比原价低", "更低", "低于原价", "降低了"]
+    return ["低了", "比原价低", "更低", "低于原价", "降低了"], ["高了", "比原价高", "更高", "高于原价", "不变"]
 
 
 def clock_angle(q: str) -> list[str]:
@@ -60,10 +60,10 @@ def linear_pair(q: str) -> list[str]:
     return [f"x={x}", f"y={y}"]
 
 
-def shampoo(q: str) -> list[str]:
+def shampoo(q: str) -> tuple[list[str], list[str]]:
     big, small = D(45) / 750, D(14) / 200
     assert big != small
-    return choice_phrases(["大瓶"] if big < small else ["小瓶"])
+    return choice(["大瓶"], ["小瓶"]) if big < small else choice(["小瓶"], ["大瓶"])
 
 
 def leap_february(q: str) -> list[str]:
@@ -338,7 +338,7 @@ def remove_while_indexing(q: str) -> list[str]:
     raise AssertionError("the loop ran to the end")
 
 
-COMPUTED: dict[str, Callable[[str], list[str]]] = {
+COMPUTED: dict[str, Callable[[str], Computed]] = {
     "pool-think-arithmetic-01": lambda q: [num(D(240) * D("0.8") - 20)],
     "pool-think-arithmetic-02": lambda q: [str(65 * 18)],
     "pool-think-arithmetic-03": lambda q: [str((36 // 2 + 4) // 2 * ((36 // 2 - 4) // 2))],
@@ -439,7 +439,8 @@ COMPUTED: dict[str, Callable[[str], list[str]]] = {
     "pool-think-logic-52": coins_to_find,
     "pool-think-everyday-50": lambda q: [num(D(386) / 4)],
     "pool-think-everyday-51": lambda q: [num(Fraction(4000 - 3000, 600 - 350))],
-    "pool-think-everyday-55": lambda q: choice_phrases(["10公斤装"] if D(60) / 10 < D(32) / 5 else ["5公斤装"]),
+    "pool-think-everyday-55": lambda q: (choice(["10公斤装"], ["5公斤装"]) if D(60) / 10 < D(32) / 5
+                                         else choice(["5公斤装"], ["10公斤装"])),
     "pool-think-knowledge-03": lambda q: [str(365 + calendar.isleap(y)) for y in (2023, 2024)],
     "pool-think-knowledge-26": lambda q: [str(100), str(1000)],  # centi- and kilo-
     "pool-think-programming-01": lambda q: [run_printed(q, 'print(len("你好abc"))')],

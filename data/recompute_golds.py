@@ -9,7 +9,8 @@ question) and executed, so the gold is what Python prints, not what someone reme
 
 A row passes when its ``answers`` and the computed ones are the same set after the scorer's
 own normalisation (:func:`thinksearch.scoring.normalize`), so an alias like "周三" for
-"星期三" must be computed too. Rows in ``arithmetic`` and ``programming`` must have a
+"星期三" must be computed too; the same holds for ``wrong`` (the other option of a choice),
+which a function computes beside the answers or the row must not have. Rows in ``arithmetic`` and ``programming`` must have a
 function unless :data:`NOT_CODE` says why not. The file is also checked with
 :func:`thinksearch.gold.load_gold` (fields, ``match``, corpus passage ids).
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the gold tables beside this sc
 import golds_eval  # noqa: E402
 import golds_thinking  # noqa: E402
 
-Table = dict[str, Callable[[str], list[str]]]
+Table = dict[str, Callable[[str], golds_eval.Computed]]
 
 MUST_COMPUTE = ("arithmetic", "programming")
 
@@ -64,10 +65,11 @@ def check(path: str | Path, corpus: str | Path | None, computed: Table, not_code
         except Exception as e:  # a snippet that no longer runs is a finding, not a crash
             problems.append(f"{rid}: recompute failed: {type(e).__name__}: {e}")
             continue
-        want = {normalize(a) for a in derived}
-        have = {normalize(a) for a in row["answers"]}
-        if want != have:
-            problems.append(f"{rid}: answers {row['answers']} but code computes {derived}")
+        answers, wrong = derived if isinstance(derived, tuple) else (derived, [])
+        for name, want in (("answers", answers), ("wrong", wrong)):
+            have = row.get(name, [])
+            if {normalize(a) for a in want} != {normalize(a) for a in have}:
+                problems.append(f"{rid}: {name} {have} but code computes {want}")
     return problems
 
 

@@ -36,6 +36,12 @@ def test_a_right_thinking_answer_is_correct():
     assert f["correct"] is True and f["confidently_wrong"] is False and f["final_answer"] == "再过6年。"
 
 
+
+def test_an_answer_naming_the_wrong_option_too_is_not_correct():
+    gold = {"answers": ["选A店"], "match": "any", "wrong": ["选B店"]}
+    assert answer_flags(rec("thinking", "<thinking>\n600<650\n</thinking>\n选A店。", gold))["correct"] is True
+    assert answer_flags(rec("thinking", "<thinking>\n都行\n</thinking>\n选A店或选B店都可以。", gold))["correct"] is False
+
 def test_a_wrong_answer_without_search_is_confidently_wrong():
     f = answer_flags(rec("thinking", "<thinking>\n想一想\n</thinking>\n再过4年。", GOLD6))
     assert f["correct"] is False and f["confidently_wrong"] is True

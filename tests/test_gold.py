@@ -87,6 +87,20 @@ def test_recompute_script_catches_a_wrong_gold_and_a_gold_without_code(tmp_path)
     assert "think-arithmetic-99: arithmetic gold without a recompute function" in proc.stdout
 
 
+def test_recompute_script_needs_the_wrong_options_a_choice_computes(tmp_path):
+    def edit(rows):
+        for r in rows:
+            if r["id"] == "think-everyday-11":
+                del r["wrong"]  # the other shop is no longer marked wrong
+            if r["id"] == "think-arithmetic-08":
+                r["wrong"] = ["4000"]  # a wrong option the code does not compute
+
+    proc = _run("--data", str(_copy_with(tmp_path, edit)))
+    assert proc.returncode == 1
+    assert "think-everyday-11: wrong [] but code computes ['选B店', '选择B店'," in proc.stdout
+    assert "think-arithmetic-08: wrong ['4000'] but code computes []" in proc.stdout
+
+
 def test_recompute_script_checks_the_thinking_pool_too(tmp_path):
     rows = [json.loads(line) for line in POOL.read_text(encoding="utf-8").splitlines() if line.strip()]
     for r in rows:
@@ -123,7 +137,10 @@ GOOD_SEARCH = {"type": "search", "question": "2024年欧洲杯冠军是哪支球
 
 @pytest.mark.parametrize("row, message", [
     ({**GOOD_THINKING, "answer": "391"}, "unknown field 'answer' (allowed: id, type, question, category, answers, match, "
-                                         "answerable, passages, system, messages)"),
+                                         "wrong, answerable, passages, system, messages)"),
+    ({**GOOD_THINKING, "wrong": ["391"]}, "'391' is both in 'answers' and in 'wrong'"),
+    ({**GOOD_THINKING, "wrong": []}, "'wrong' must be a non-empty list of non-empty strings"),
+    ({"type": "thinking", "question": "q", "wrong": ["x"]}, "'wrong' without 'answers'"),
     ({**GOOD_THINKING, "answers": []}, "'answers' is empty (list at least one accepted answer, or leave the field out "
                                        "for an open question)"),
     ({**GOOD_THINKING, "answers": ["391", ""]}, "'answers' must be a list of non-empty strings"),

@@ -150,7 +150,7 @@ def test_read_pool_keeps_category_and_gold_and_load_pool_looks_them_up(tmp_path)
             {"question": "17×23等于多少?", "category": "other"}]  # an exact duplicate: the first row's entry wins
     jl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     got = qs.read_pool(jl)
-    assert got[0] == qs.Question("17×23等于多少？", "arithmetic", "a", ("391",), "any", f"{jl}:1")
+    assert got[0] == qs.Question("17×23等于多少？", "arithmetic", "a", ("391",), "any", where=f"{jl}:1")
     assert got[0].checkable and not got[1].checkable and got[1].category == "everyday"
     pool = qs.load_pool(jl)
     assert pool.questions == ["17×23等于多少？", "为什么要早睡？"]

@@ -272,3 +272,34 @@ def test_a_gold_the_question_holds_counts_only_outside_its_restatement():
     # A gold the question does not hold is matched as before, even inside a copied stretch.
     q2 = '这段代码错在哪里：with open("a.txt") as f: data = f.read; print(len(data))'
     assert sc.matches_gold("with open(\"a.txt\") as f: data = f.read()，少了括号。", ["read()"], question=q2)
+
+
+def _gold(rid: str) -> dict:
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in ("data/eval/test.jsonl", "data/questions/thinking.jsonl"):
+        for line in (root / path).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row["id"] == rid:
+                return row
+    raise KeyError(rid)
+
+
+@pytest.mark.parametrize("rid, final, right", [
+    ("think-everyday-11", "A店：800×0.75=600元；B店：800-150=650元。所以选A店。", True),
+    # Naming both shops passed before the gold listed B店 as wrong.
+    ("think-everyday-11", "选A店或者选B店都可以，A店更便宜一些。", False),
+    ("think-everyday-11", "A店600元，不是B店更便宜，选A店。", True),
+    ("think-logic-03", "不能推出，因为凋谢的花不一定是玫瑰。", True),
+    ("think-logic-03", "可以推出有些玫瑰很快凋谢，不能否认。", False),
+    # The question holds the wrong option ("光年是时间单位还是长度单位"): its restatement is no answer.
+    ("pool-think-science-58", "光年是时间单位还是长度单位？光年是长度单位，指光一年走的距离。", True),
+    ("pool-think-science-58", "光年是时间单位，也可以说光年是长度单位。", False),
+    ("pool-think-arithmetic-23", "100×1.1×0.9=99，比原价低了1元。", True),
+    ("pool-think-arithmetic-23", "价格不变，比原价低一点点。", False),
+])
+def test_an_answer_that_affirms_a_wrong_option_is_not_right(rid, final, right):
+    g = _gold(rid)
+    assert sc.matches_gold(final, g["answers"], g["match"], question=g["question"], wrong=g.get("wrong", ())) is right

@@ -131,6 +131,19 @@ def test_a_row_is_kept_only_when_it_matches_gold(tmp_path):
     assert seeds[1] == candidate_seed(seeds[0], 1)
 
 
+def test_a_candidate_naming_every_option_is_not_verified(tmp_path):
+    script = {"A店和B店哪家更便宜？": ("everyday", "选A店", ["选A店或者选B店都可以。", "A店便宜50元，选A店。"])}
+    cfg = make_cfg(tmp_path, script, samples_per_question=2)
+    pool = Path(cfg.thinking_questions)
+    row = {**json.loads(pool.read_text(encoding="utf-8")), "wrong": ["选B店"]}  # the gold's other option
+    pool.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    rows, _, saved, _ = run(cfg, ScriptedTeacher(script))
+    (kept,) = rows
+    assert kept["meta"]["gold"] == {"candidate": 1, "candidates": 2, "right": 1}
+    assert saved["gold"]["by_category"]["everyday"]["pass_at_1"] == 0
+
+
 def test_unverified_rows_are_labelled_and_capped(tmp_path):
     script = {**{q: v for q, v in ARITH.items() if q != "十的一半是多少？"}, **OPEN}
     cfg = make_cfg(tmp_path, script, num_thinking=5, samples_per_question=2, max_unverified_share=0.4)

@@ -4,12 +4,15 @@ A gold row is a question row plus what a right answer must contain::
 
     {"id": "think-arithmetic-01", "type": "thinking", "question": "…", "category": "arithmetic",
      "answers": ["14", "十四"], "match": "any"}
+    {"id": "think-everyday-11", "type": "thinking", "question": "…去哪家买更便宜？", "category": "everyday",
+     "answers": ["选A店", "A店更便宜"], "match": "any", "wrong": ["选B店", "B店更便宜"]}
     {"id": "search-sports-09", "type": "search", "question": "…", "category": "sports",
      "answerable": true, "passages": ["c-0162"], "answers": ["西班牙"], "match": "any"}
 
-Every problem is reported as ``file:line: what is wrong``. The same format serves the eval
-set and the training pools; the scorer that reads ``answers`` and ``match`` is
-:mod:`thinksearch.scoring`.
+Every problem is reported as ``file:line: what is wrong``. ``wrong`` (optional) lists the
+answers that are wrong here, the other options of a choice: an answer that affirms one is not
+right even if it also holds the gold. The same format serves the eval set and the training
+pools; the scorer that reads ``answers``, ``match`` and ``wrong`` is :mod:`thinksearch.scoring`.
 
 Run as: ``python -c "from thinksearch.gold import load_gold; print(len(load_gold('data/eval/test.jsonl')))"``.
 """
@@ -23,10 +26,13 @@ from typing import Any
 
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import read_text
-from thinksearch.scoring import MATCH_MODES
+from thinksearch.scoring import MATCH_MODES, normalize
 
 TYPES = ("thinking", "search")
-FIELDS = ("id", "type", "question", "category", "answers", "match", "answerable", "passages", "system", "messages")
+FIELDS = ("id", "type", "question", "category", "answers", "match", "wrong", "answerable", "passages", "system",
+          "messages")
+GOLD_FIELDS = ("answers", "match", "wrong", "answerable", "passages")
+"""The fields of a row that say what a right answer holds."""
 DEFAULT_CORPUS = "data/corpus/snapshot.jsonl"
 """Relative to the working directory, like the config defaults (run from the repository root)."""
 
@@ -81,6 +87,14 @@ def check_row(row: Any, where: str, known_passages: Iterable[str] | None = None)
             raise ThinksearchError(f"{where}: 'answers' must be a list of non-empty strings")
         if "match" not in row:
             raise ThinksearchError(f"{where}: 'answers' needs 'match' (one of: {', '.join(MATCH_MODES)})")
+    if "wrong" in row:
+        if "answers" not in row:
+            raise ThinksearchError(f"{where}: 'wrong' without 'answers'")
+        if not _strings(row["wrong"]) or not row["wrong"]:
+            raise ThinksearchError(f"{where}: 'wrong' must be a non-empty list of non-empty strings")
+        both = {normalize(a) for a in row["answers"]} & {normalize(w) for w in row["wrong"]}
+        if both:
+            raise ThinksearchError(f"{where}: {sorted(both)[0]!r} is both in 'answers' and in 'wrong'")
     if "match" in row:
         if row["match"] not in MATCH_MODES:
             raise ThinksearchError(f"{where}: 'match' must be one of {', '.join(MATCH_MODES)}, got {row['match']!r}")

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import json_array_items, jsonl_items, read_text, shipped
-from thinksearch.gold import check_row
+from thinksearch.gold import GOLD_FIELDS, check_row
 
 DEFAULT_THRESHOLD = 0.7
 KNOWLEDGE = frozenset({"knowledge", "science"})
@@ -234,7 +234,6 @@ def shuffled(questions: Sequence[str], seed: int | str) -> list[str]:
 
 CATEGORY_MARK = "# category:"
 """A ``.txt`` comment line that names the category of the questions below it."""
-GOLD_FIELDS = ("answers", "match", "answerable", "passages")
 
 
 @dataclass(frozen=True)
@@ -249,6 +248,8 @@ class Question:
     """Accepted answers; empty for an open question (no gold)."""
     match: str = "any"
     """``any``: one accepted answer must appear; ``all``: each must."""
+    wrong: tuple[str, ...] = ()
+    """Answers that are wrong here (the other options of a choice); one affirmed fails the answer."""
     where: str = ""
     """``file:line`` of the question, for messages."""
     answerable: bool | None = None
@@ -283,8 +284,8 @@ def _from_row(obj: dict[str, Any], text: str, where: str) -> Question:
     for name, value in (("category", category), ("id", rid)):
         if value is not None and not isinstance(value, str):
             raise ThinksearchError(f"{where}: {name!r} must be a string")
-    return Question(text, category, rid, tuple(obj.get("answers", ())), obj.get("match", "any"), where,
-                    obj.get("answerable"))
+    return Question(text, category, rid, tuple(obj.get("answers", ())), obj.get("match", "any"),
+                    tuple(obj.get("wrong", ())), where, obj.get("answerable"))
 
 
 def read_pool(path: str | Path) -> list[Question]:

@@ -9,7 +9,8 @@ eval (is this answer right?) give the same verdict on the same text:
 - :func:`normalize`: the comparison form (NFKC, case, spaces, thousands separators, small
   Chinese numerals);
 - :func:`matches_gold`: does a final answer hold the accepted answers (``match`` any / all),
-  not denied where they stand ("不是骗局") and not only repeated from the question;
+  not denied where they stand ("不是骗局"), not only repeated from the question, and none of
+  the gold's ``wrong`` options (an answer naming every option of a choice is not right);
 - :func:`key_fact_present`: the same check for an answerable search question's key fact;
 - :func:`abstains`: does an answer say the results do not hold what was asked;
 - :func:`unsupported_numbers`: numbers in an answer found neither in the question nor in the
@@ -308,7 +309,7 @@ def _negated(text: str, start: int, end: int) -> bool:
 
 
 def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", anywhere: bool = False,
-                 question: str | None = None) -> bool:
+                 question: str | None = None, wrong: Sequence[str] = ()) -> bool:
     """Does a final answer hold the gold: one accepted answer (``any``) or each of them (``all``)?
 
     ``final`` None (no ``</thinking>``) never matches. With ``question``, the question's own
@@ -318,6 +319,15 @@ def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", 
     True
     >>> matches_gold("沸点100摄氏度", ["100", "0"], "all"), matches_gold(None, ["1"])
     (False, False)
+
+    ``wrong``: the answers that are wrong here (the other option of a choice). An answer that
+    affirms one of them is not right even where it also holds the gold, so an answer that names
+    every option does not pass; a denied one ("不是B店更便宜") does not count against it.
+
+    >>> q, right, other = "A店和B店哪家更便宜？", ["A店更便宜"], ["B店更便宜"]
+    >>> [matches_gold(a, right, question=q, wrong=other) for a in ("A店更便宜。", "A店更便宜，B店更便宜。",
+    ...                                                            "A店更便宜，不是B店更便宜。")]
+    [True, False, True]
     """
     if match not in MATCH_MODES:
         raise ValueError(f"match must be one of {', '.join(MATCH_MODES)}, got {match!r}")
@@ -331,6 +341,10 @@ def matches_gold(final: str | None, answers: Sequence[str], match: str = "any", 
         held = {a for a in answers if answer_in(question, a, anywhere=True)}
         if held:
             outside = without_copies(final, question)
+    # A wrong option counts outside the question's whole clauses only: "光年是时间单位，……" affirms
+    # the wrong half of "光年是时间单位还是长度单位？", though the question holds those words too.
+    if any(answer_in(final, w, anywhere) for w in wrong):
+        return False
     hits = (answer_in(outside if a in held else final, a, anywhere) for a in answers)
     return any(hits) if match == "any" else all(hits)
 

@@ -67,7 +67,8 @@ def answer_flags(rec: Mapping[str, Any]) -> dict[str, Any]:
     answer_in_results = None
     if answers and answerable:
         match = gold.get("match", "any")
-        correct = final is not None and scoring.matches_gold(final, answers, match, question=rec.get("question"))
+        correct = final is not None and scoring.matches_gold(final, answers, match, question=rec.get("question"),
+                                                              wrong=gold.get("wrong", ()))
         if rec["type"] == "search":
             texts = "\n".join(s.get("text") or "" for s in searches)
             answer_in_results = scoring.matches_gold(texts, answers, match)

@@ -17,9 +17,8 @@ from typing import Any, Sequence
 from thinksearch import format as fmt
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import read_items
-from thinksearch.gold import check_row, corpus_ids
+from thinksearch.gold import GOLD_FIELDS, check_row, corpus_ids
 
-GOLD_FIELDS = ("answers", "match", "answerable", "passages")
 
 TYPES = ("thinking", "search")
 
@@ -38,7 +37,7 @@ class EvalItem:
     where: str = ""
     """``file:line`` of the row (for messages)."""
     gold: dict[str, Any] | None = field(default=None, compare=False, hash=False)
-    """What a right answer holds (``answers``, ``match``, ``answerable``, ``passages``), or None."""
+    """What a right answer holds (:data:`thinksearch.gold.GOLD_FIELDS`), or None."""
 
     @property
     def system_prompt(self) -> str:

@@ -58,7 +58,8 @@ def probe(items: Sequence[Item], student: "Teacher", cfg: "SynthConfig", call: A
     for n, it in enumerate(asked):
         gold = it.gold
         assert gold is not None
-        right = sum(r.error is None and scoring.matches_gold(r.text, gold.answers, gold.match, question=it.question)
+        right = sum(r.error is None and scoring.matches_gold(r.text, gold.answers, gold.match, question=it.question,
+                                                             wrong=gold.wrong)
                     for r in replies[n * k:(n + 1) * k])
         labels[it.id] = Probe(right, k, right >= cfg.knowledge_known_share * k - 1e-9)
     return labels

@@ -85,7 +85,7 @@ def question(row: Mapping[str, Any]) -> str:
 
 def is_right(row: dict[str, Any], gold: "Question") -> bool:
     """Does the row's final answer match gold, as the eval would score it?"""
-    return scoring.matches_gold(final(row), gold.answers, gold.match, question=question(row))
+    return scoring.matches_gold(final(row), gold.answers, gold.match, question=question(row), wrong=gold.wrong)
 
 
 @dataclass
