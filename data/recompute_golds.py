@@ -10,8 +10,8 @@ question) and executed, so the gold is what Python prints, not what someone reme
 A row passes when its ``answers`` and the computed ones are the same set after the scorer's
 own normalisation (:func:`thinksearch.scoring.normalize`), so an alias like "周三" for
 "星期三" must be computed too; the same holds for ``wrong`` (the other option of a choice),
-which a function computes beside the answers or the row must not have. Rows in ``arithmetic`` and ``programming`` must have a
-function unless :data:`NOT_CODE` says why not. The file is also checked with
+which a function computes beside the answers or the row must not have. Rows in ``arithmetic``
+and ``programming`` must have a function unless :data:`NOT_CODE` says why not. The file is also checked with
 :func:`thinksearch.gold.load_gold` (fields, ``match``, corpus passage ids).
 
 Run as: ``PYTHONPATH=src python data/recompute_golds.py [--data data/eval/test.jsonl]
