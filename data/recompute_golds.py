@@ -32,8 +32,9 @@ from thinksearch.scoring import normalize
 sys.path.insert(0, str(Path(__file__).parent))  # the gold tables beside this script
 import golds_eval  # noqa: E402
 import golds_thinking  # noqa: E402
+from gold_code import Computed  # noqa: E402
 
-Table = dict[str, Callable[[str], golds_eval.Computed]]
+Table = dict[str, Callable[[str], Computed]]
 
 MUST_COMPUTE = ("arithmetic", "programming")
 

@@ -275,16 +275,13 @@ def test_a_gold_the_question_holds_counts_only_outside_its_restatement():
 
 
 def _gold(rid: str) -> dict:
-    import json
     from pathlib import Path
 
+    from thinksearch.gold import load_gold
+
     root = Path(__file__).resolve().parents[1]
-    for path in ("data/eval/test.jsonl", "data/questions/thinking.jsonl"):
-        for line in (root / path).read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            if row["id"] == rid:
-                return row
-    raise KeyError(rid)
+    rows = load_gold(root / "data/eval/test.jsonl", corpus=None) + load_gold(root / "data/questions/thinking.jsonl", corpus=None)
+    return next(r for r in rows if r["id"] == rid)
 
 
 @pytest.mark.parametrize("rid, final, right", [
