@@ -123,3 +123,12 @@ def test_unanswerable_questions_are_not_asked_once_the_abstention_cap_is_full(tm
     unanswerable = ("英国首相叫什么名字？", "法国总统是谁？")
     assert sum(q in teacher.asked for q in unanswerable) == 1
     assert not any(q not in teacher.asked and q in failures for q in unanswerable)
+
+
+def test_answer_opening_opens_grounded_answers_only(tmp_path):
+    # Grounded answers share code's opening, so answering and abstaining part at one token;
+    # the abstentions keep theirs, and the gates judged the teacher's words.
+    rows, _, _ = run(tmp_path, answer_opening="根据搜索结果，")
+    assert rows["黄金价格每克多少钱？"]["messages"][4]["content"] == "根据搜索结果，黄金价格每克约800元。"
+    for q in ("英国首相叫什么名字？", "2024年欧洲杯冠军是哪支球队？"):
+        assert rows[q]["messages"][4]["content"].startswith("我搜索了“")

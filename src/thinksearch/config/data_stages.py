@@ -201,6 +201,14 @@ class SynthConfig:
     give one. Rejected as grounded/misses_slot when the results give one; when they do not, the
     answer is code's abstention naming what is missing (meta.missing), not the teacher's reading
     of a passage that does not say it (a date for 几点, a year for 哪天)."""
+    answer_opening: str = ""
+    """Code opens every grounded search answer (the teacher's, after the gates) with this text,
+    replacing an opening of the same kind the teacher wrote ("根据搜索结果显示，"), so that the
+    grounded answers and the code-written abstentions ("我搜索了……") differ at one token, where
+    the grounded ones are the majority. With the teacher's own openings (""), each grounded
+    opening is rare and the one abstention opening is the likeliest first token: a student
+    trained on 39% abstaining rows abstained on 40 of 48 eval questions whose results held the
+    answer (README Results). Example: "根据搜索结果，"."""
     search_gold: bool = True
     """Check search rows against the pool's gold where it has some (``answerable``, ``answers``:
     data/questions/search.jsonl does). A question the corpus cannot answer, or whose key fact no

@@ -20,7 +20,7 @@ from thinksearch.synth.gates import (_SHOWN_RE, Rejection, answer_problem, check
 from thinksearch.synth.output import SynthStats
 from thinksearch.synth.prompts import (BRIEF_TASK, analysis_messages, answer_messages, grounded_messages, hint_messages,
                                        query_messages)
-from thinksearch.synth.templates import abstention, template_reasoning
+from thinksearch.synth.templates import abstention, template_reasoning, with_opening
 from thinksearch.synth.verify import Tried, candidate_seed, candidates, hint_answer, pick, rationalised
 from thinksearch.teacher import TeacherReply, TeacherRequest
 
@@ -315,7 +315,8 @@ def search_batch(items: Sequence[Item], teacher: "Teacher", backend: "SearchBack
             outcomes[i].rejection = cited
             continue
         outcomes[i].row = _search_row(items[i], cfg, teacher, backend, stages, [first[i], reply], outcomes[i].repairs,
-                                      reasoning, query, results[:shown], text, answer, verified=gold is not None)
+                                      reasoning, query, results[:shown], text, with_opening(answer, cfg.answer_opening),
+                                      verified=gold is not None)
     for i, (reasoning, query, results, text, missing) in sorted(abstaining.items()):
         shown = len(_SHOWN_RE.findall(text))
         outcomes[i].row = _search_row(items[i], cfg, teacher, backend, {"query": cfg.max_tokens_query}, [first[i]],

@@ -12,10 +12,14 @@ Both stand in where the teacher's text cannot be used, so both must be specific 
 - :func:`abstention`: the answer of a search row none of whose results concerns the question
   (:mod:`.relevance`). It names what was searched and what is missing, and never quotes a
   passage about something else as if it answered.
+- :func:`with_opening`: the fixed opening of a grounded answer (``synth.answer_opening``), so
+  the choice between answering and abstaining is made at one token, not spread over the
+  teacher's many openings against the abstention's single one.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,3 +111,26 @@ def abstention(question: str, query: str, results: Sequence["Result"], missing: 
         return f"我搜索了“{query}”，返回的结果讲的是{titles}，但结果里没有“{_subject(question)}”问的{missing}。{end}"
     found = f"返回的结果讲的是{titles}，与这个问题无关" if results else "搜索没有返回任何结果"
     return f"我搜索了“{query}”，但搜索结果里没有关于“{_subject(question)}”的信息：{found}。{end}"
+
+
+# An opening that says where the answer comes from ("根据以上搜索结果显示，", "搜索结果表明：").
+_SOURCE_OPENING = re.compile(r"^\s*(?:(?:根据|依据|按照|从)(?:以上|上面的?|上述)?的?)?搜索结果(?:显示|表明|可知|来看|中|里)?[，,：:]?\s*")
+
+
+def with_opening(answer: str, opening: str) -> str:
+    """``answer`` opened with ``opening`` (empty: unchanged); an opening of the same kind that
+    the teacher wrote is replaced, not doubled, and one that already starts like ``opening``
+    is kept with what follows it (a citation).
+
+    >>> with_opening("从搜索结果来看，金价约为每克800元[1]。", "根据搜索结果，")
+    '根据搜索结果，金价约为每克800元[1]。'
+    >>> with_opening("根据搜索结果[1]，金价约为每克800元。", "根据搜索结果，")
+    '根据搜索结果[1]，金价约为每克800元。'
+    >>> with_opening("金价约为每克800元[1]。", "根据搜索结果，")
+    '根据搜索结果，金价约为每克800元[1]。'
+    >>> with_opening("金价约为每克800元。", "")
+    '金价约为每克800元。'
+    """
+    if not opening or answer.startswith(opening.rstrip("，,：: ")):
+        return answer
+    return opening + _SOURCE_OPENING.sub("", answer, count=1)
