@@ -203,7 +203,7 @@ class SynthConfig:
     of a passage that does not say it (a date for 几点, a year for 哪天)."""
     answer_opening: str = ""
     """Code opens every grounded search answer (the teacher's, after the gates) with this text,
-    replacing an opening of the same kind the teacher wrote ("根据搜索结果显示，"), so that the
+    replacing an opening of the same kind the teacher wrote ("从搜索结果来看，"), so that the
     grounded answers and the code-written abstentions ("我搜索了……") differ at one token, where
     the grounded ones are the majority. With the teacher's own openings (""), each grounded
     opening is rare and the one abstention opening is the likeliest first token: a student
