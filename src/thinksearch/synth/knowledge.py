@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from thinksearch import scoring
 from thinksearch.questions import KNOWLEDGE
 from thinksearch.synth.rows import Item, _request
+from thinksearch.synth.verify import holds_gold
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinksearch.config import SynthConfig
@@ -58,8 +58,6 @@ def probe(items: Sequence[Item], student: "Teacher", cfg: "SynthConfig", call: A
     for n, it in enumerate(asked):
         gold = it.gold
         assert gold is not None
-        right = sum(r.error is None and scoring.matches_gold(r.text, gold.answers, gold.match, question=it.question,
-                                                             wrong=gold.wrong)
-                    for r in replies[n * k:(n + 1) * k])
+        right = sum(r.error is None and holds_gold(r.text, gold, it.question) for r in replies[n * k:(n + 1) * k])
         labels[it.id] = Probe(right, k, right >= cfg.knowledge_known_share * k - 1e-9)
     return labels

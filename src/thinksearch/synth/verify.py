@@ -83,9 +83,15 @@ def question(row: Mapping[str, Any]) -> str:
     return next((str(m.get("content") or "") for m in row.get("messages", []) if m.get("role") == "user"), "")
 
 
+def holds_gold(text: str | None, gold: "Question", asked: str) -> bool:
+    """Does ``text`` (a reply to ``asked``) match every part of ``gold`` the eval scores by:
+    its answers, ``match`` and ``wrong`` options?"""
+    return scoring.matches_gold(text, gold.answers, gold.match, question=asked, wrong=gold.wrong)
+
+
 def is_right(row: dict[str, Any], gold: "Question") -> bool:
     """Does the row's final answer match gold, as the eval would score it?"""
-    return scoring.matches_gold(final(row), gold.answers, gold.match, question=question(row), wrong=gold.wrong)
+    return holds_gold(final(row), gold, question(row))
 
 
 @dataclass
