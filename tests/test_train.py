@@ -758,3 +758,13 @@ def test_saved_config_reads_the_train_section_and_ignores_an_unreadable_file(tmp
     for text in ("train: [unclosed\n", "- a list\n", "train: 3\n"):
         saved.write_text(text, encoding="utf-8")
         assert tr.saved_config(tmp_path) is None, text
+
+
+def test_end_process_group_tears_down_the_launchers_group(tmp_path):
+    import torch.distributed as dist
+
+    tr.end_process_group()  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    tr.end_process_group()
+    assert not dist.is_initialized()

@@ -112,6 +112,7 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = train.resolve_config(args.config, overrides_from_args(args, TrainConfig), resume=args.resume)
     result = train.train(cfg, resume=args.resume, overwrite=args.overwrite)
+    train.end_process_group()
     if result.is_main:
         print(train.summary(result))
     return 0

@@ -43,7 +43,8 @@ from thinksearch.train.checkpoints import (CHECKPOINTS, CONFIG_FILE, LOSS_PNG, M
 from thinksearch.train.data import (LOSS_WEIGHT, ROLES, BadRow, Encoded, Prepared, Row, Skip, assistant_spans,
                                     check_row, decision_positions, encode, holdout_size, prepare, read_rows)
 from thinksearch.train.merging import MERGED_META, merge
-from thinksearch.train.run import MAX_LISTED_SKIPS, TrainResult, adapter_digest, plot_loss, summary, train
+from thinksearch.train.run import (MAX_LISTED_SKIPS, TrainResult, adapter_digest, end_process_group, plot_loss,
+                                   summary, train)
 
 # Names of the modules that import torch, transformers or trl, imported on first use.
 _HEAVY = {
@@ -67,6 +68,7 @@ __all__ = [
     "BadRow", "CHECKPOINTS", "CONFIG_FILE", "Encoded", "LOSS_PNG", "LOSS_WEIGHT", "MAX_LISTED_SKIPS", "MERGED_META", "METRICS_FILE",
     "Prepared", "RESUME_MAY_CHANGE", "ROLES", "RUN_FILE", "Row", "SEAL_FILE", "Skip", "TrainResult", "adapter_digest",
     "assistant_spans", "build_trainer", "check_output_dir", "check_row", "checkpoint_problem", "decision_positions", "encode",
+    "end_process_group",
     "find_resume_checkpoint", "holdout_size", "linear_module_names", "list_checkpoints", "load_data", "lora_config",
     "merge", "pick_precision", "plot_loss", "prepare", "read_rows", "resolve_config", "saved_config",
     "seal_checkpoint", "sft_args", "summary", "train", "trainable_token_ids", *_HEAVY_NAME,

@@ -134,6 +134,20 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
     return TrainResult(run_dir, metrics, is_main, notes)
 
 
+def end_process_group() -> None:
+    """Tear down the process group ``accelerate launch`` set up, if any, before the process exits.
+
+    Left to the interpreter's shutdown, gloo's worker threads can outlive it and abort the
+    process (SIGABRT, "terminate called without an active exception") after a run that
+    succeeded, which the launcher then reports as a failed run.
+    """
+    import sys
+
+    dist = sys.modules.get("torch.distributed")  # never imported: there is no group to end
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _is_main_env() -> bool:
     return os.environ.get("RANK", "0") in ("", "0")
 
