@@ -521,7 +521,7 @@ def test_two_processes_with_accelerate_agree_on_the_adapter(tiny_model_dir, data
            "--eval-fraction", "0", "--skip-bad-rows", "--max-length", "400", "--precision", "fp32",
            "--learning-rate", "1e-2", *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["effective_batch"] == 4 and m["global_step"] == 3
     assert (m["tokens"]["train_decision"] is None) == (not extra)
