@@ -61,14 +61,18 @@ def auc(pos: list[float], neg: list[float]) -> float | None:
     return round(sum((x > y) + 0.5 * (x == y) for x in pos for y in neg) / (len(pos) * len(neg)), 4)
 
 
-def summarize(items, probes: list[dict], verdicts: dict | None) -> dict:
+def summarize(items, probes: list[dict], verdicts: dict | None, shift: float | None = None) -> dict:
     """Counts of probed search decisions per kind (with Wilson intervals), and agreement with the eval.
+
+    With the adapter's calibrated ``shift`` (``thinksearch calibrate``), ``shifted`` counts the
+    decisions the evaluation makes: it adds the shift to the search lines at this same token.
 
     Kinds are the eval's own (:func:`thinksearch.evaluate.decision.policy_kind`); a thinking
     question of no known category counts only in the agreement, as in the eval's figures.
     """
     from thinksearch.evaluate.answers import proportion
     from thinksearch.evaluate.decision import policy_kind
+    from thinksearch.steer import searched
 
     counts, agree = Counter(), Counter()
     margins: dict[str | None, list[float]] = {k: [] for k in (*KINDS, None)}
@@ -91,6 +95,9 @@ def summarize(items, probes: list[dict], verdicts: dict | None) -> dict:
     summary["median_margin"] = {k: statistics.median(margins[k]) if margins[k] else None for k in KINDS}
     summary["auc_fresh_vs_reasoning"] = auc(margins["fresh_data"], margins["reasoning"])
     summary["off_path"] = counts[("all", "off_path")]
+    if shift is not None:
+        scored = [(policy_kind(it.type, it.category), p["margin"]) for it, p in zip(items, probes)]
+        summary["shifted"] = {"shift": shift, **{k: proportion(*c) for k, c in searched(scored, shift).items()}}
     if agree:
         summary["agreement"] = dict(agree)
     return summary
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from thinksearch import models
     from thinksearch.evaluate.evalset import load_eval_set
-    from thinksearch.steer import margins
+    from thinksearch.steer import margins, saved_shift
 
     items = list(load_eval_set(args.data).items)
     # The tokenizer is the base model's: an adapter changes no token, and the eval renders with it too.
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         probes = margins(model, tok, items, args.batch_size)
         del model
         entry = {"adapter": str(a), "seconds": round(time.perf_counter() - t0, 1),
-                 **summarize(items, probes, evaluated(run_dir) if run_dir else None),
+                 **summarize(items, probes, evaluated(run_dir) if run_dir else None, saved_shift(adapter)),
                  "questions": [{"id": it.id, **p} for it, p in zip(items, probes)]}
         result["adapters"].append(entry)
         print(json.dumps({k: v for k, v in entry.items() if k != "questions"}, ensure_ascii=False), flush=True)

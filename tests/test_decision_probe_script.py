@@ -50,3 +50,11 @@ def test_summary_counts_search_lines_per_kind_and_agreement_with_the_eval(script
     assert script.auc([1.0, -1.0], [0.0, 0.0]) == 0.5 and script.auc([], [1.0]) is None
     assert summary["agreement"] == {"n": 3, "line": 2, "searched": 3, "eval_searched_fresh_data": 1,
                                     "eval_searched_reasoning": 0, "eval_searched_knowledge": 1}
+    assert "shifted" not in summary
+
+
+def test_summary_with_the_calibrated_shift_counts_the_evals_decisions(script):
+    probes = [{"logp": {"thinking": 0.0, "search": m}, "margin": m, "top_is_a_line": True} for m in (-0.5, -1.8, -0.2)]
+    shifted = script.summarize(_items(), probes, None, shift=1.0)["shifted"]
+    assert shifted["shift"] == 1.0
+    assert [(shifted[k]["k"], shifted[k]["n"]) for k in ("fresh_data", "reasoning", "knowledge")] == [(1, 1), (0, 1), (1, 1)]
