@@ -224,6 +224,19 @@ def test_the_eval_takes_each_models_calibrated_shift(tmp_path):
     assert model_shift(EvalConfig(agent=False), str(tmp_path)) == 0.0  # the first turn alone is not steered
 
 
+def test_an_eval_without_the_agent_says_the_calibrated_shift_is_not_applied(tmp_path):
+    from thinksearch.evaluate.agentic import unapplied_shift_note
+
+    (tmp_path / "decision.json").write_text('{"shift": -1.1}', encoding="utf-8")
+    note = unapplied_shift_note(EvalConfig(agent=False), "tuned", str(tmp_path))
+    assert note == ("tuned: its decision shift -1.1 (--decision-shift, or the adapter's decision.json) applies only "
+                    "with --agent; this evaluation scores the unshifted first turn")
+    assert unapplied_shift_note(EvalConfig(agent=True), "tuned", str(tmp_path)) is None
+    assert unapplied_shift_note(EvalConfig(agent=False), "base", None) is None
+    assert unapplied_shift_note(EvalConfig(agent=False, decision_shift=0), "tuned", str(tmp_path)) is None
+    assert "+2" in unapplied_shift_note(EvalConfig(agent=False, decision_shift=2), "base", None)
+
+
 def test_a_server_that_returns_tool_calls_shifts_its_turns_too(tiny):
     import openai
     from fake_engines import ServerThread

@@ -65,6 +65,20 @@ def model_shift(cfg: EvalConfig, adapter: str | None) -> float:
     return float(shift or 0.0)
 
 
+def unapplied_shift_note(cfg: EvalConfig, name: str, adapter: str | None) -> str | None:
+    """Without --agent a shift is not applied; say so where one was asked for or calibrated,
+    since the first turn's decisions are then the adapter's unshifted ones."""
+    from thinksearch.steer import saved_shift
+
+    if cfg.agent:
+        return None
+    shift = cfg.decision_shift if cfg.decision_shift is not None else saved_shift(adapter)
+    if not shift:
+        return None
+    return (f"{name}: its decision shift {float(shift):+g} (--decision-shift, or the adapter's decision.json) "
+            "applies only with --agent; this evaluation scores the unshifted first turn")
+
+
 def base_record(item: EvalItem, key: str) -> dict[str, Any]:
     """The fields of a saved output that come from the question (the rest come from the run)."""
     return {"id": item.id, "type": item.type, "category": item.category, "question": item.question,

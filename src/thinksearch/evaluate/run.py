@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from thinksearch.errors import ThinksearchError
 from thinksearch.agent import Agent
-from thinksearch.evaluate.agentic import BatchingEngine, agent_settings, base_record, model_shift, run_agent
+from thinksearch.evaluate.agentic import (BatchingEngine, agent_settings, base_record, model_shift, run_agent,
+                                          unapplied_shift_note)
 from thinksearch.evaluate.batching import generate_records, sampling_for
 from thinksearch.evaluate.engine_choice import choose, load_llamacpp
 from thinksearch.evaluate.evalset import load_eval_set, subsample
@@ -99,6 +100,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
     if cfg.engine == "llamacpp" and not cfg.agent:
         raise ThinksearchError("--engine llamacpp evaluates through the agent loop only; add --agent, or use --engine transformers")
     choices = {s.name: choose(s.name, resolved[s.name], cfg, log) for s in specs}
+    for s in specs:
+        note = unapplied_shift_note(cfg, s.name, resolved[s.name].adapter)
+        if note:
+            log(note)
     stores = {s.name: OutputStore(out_dir, s.name, generation_settings(s, resolved[s.name], cfg, choices[s.name].name,
                                                                        choices[s.name].fingerprint), cfg.restart)
               for s in specs}
