@@ -57,10 +57,12 @@ def agent_settings(cfg: EvalConfig) -> AgentConfig:
 def model_shift(cfg: EvalConfig, adapter: str | None) -> float:
     """The decision shift a model is evaluated with: --decision-shift, else its adapter's
     calibrated one (steer.py), else none (0); only the agent loop applies it."""
+    return _asked_shift(cfg, adapter) if cfg.agent else 0.0
+
+
+def _asked_shift(cfg: EvalConfig, adapter: str | None) -> float:
     from thinksearch.steer import saved_shift
 
-    if not cfg.agent:
-        return 0.0
     shift = cfg.decision_shift if cfg.decision_shift is not None else saved_shift(adapter)
     return float(shift or 0.0)
 
@@ -68,14 +70,10 @@ def model_shift(cfg: EvalConfig, adapter: str | None) -> float:
 def unapplied_shift_note(cfg: EvalConfig, name: str, adapter: str | None) -> str | None:
     """Without --agent a shift is not applied; say so where one was asked for or calibrated,
     since the first turn's decisions are then the adapter's unshifted ones."""
-    from thinksearch.steer import saved_shift
-
-    if cfg.agent:
-        return None
-    shift = cfg.decision_shift if cfg.decision_shift is not None else saved_shift(adapter)
+    shift = 0.0 if cfg.agent else _asked_shift(cfg, adapter)
     if not shift:
         return None
-    return (f"{name}: its decision shift {float(shift):+g} (--decision-shift, or the adapter's decision.json) "
+    return (f"{name}: its decision shift {shift:+g} (--decision-shift, or the adapter's decision.json) "
             "applies only with --agent; this evaluation scores the unshifted first turn")
 
 
