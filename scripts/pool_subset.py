@@ -28,17 +28,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from thinksearch import questions  # noqa: E402
 from thinksearch.errors import ThinksearchError  # noqa: E402
 from thinksearch.synth.output import read_rows  # noqa: E402
+from thinksearch.synth.verify import question  # noqa: E402
 
 
 def held(data_files: Sequence[Path]) -> set[str]:
     """The question keys of the rows in these synth output files (their first user turn)."""
-    out = set()
-    for path in data_files:
-        for row in read_rows(path):
-            q = next((m["content"] for m in row.get("messages", []) if m.get("role") == "user"), None)
-            if isinstance(q, str):
-                out.add(questions.key(q))
-    return out
+    return {questions.key(question(row)) for path in data_files for row in read_rows(path)}
 
 
 def subset(pool: Path, categories: Sequence[str], exclude: set[str], gold_only: bool = True) -> list[str]:
