@@ -4,7 +4,8 @@ The synth's gold gate keeps a checked row only when its final answer matches gol
 checks the written rows again from outside the synth: each thinking row's question is looked up
 in the pool file by its text (not through the row's meta), its final answer read from the last
 assistant turn with the eval's :func:`thinksearch.scoring.final_answer` (:func:`thinksearch.synth.verify.final`), and compared with
-:func:`thinksearch.scoring.matches_gold`. Counts are by ``meta.verified`` (gold, hint, none, or
+:func:`thinksearch.scoring.matches_gold`; a row whose trace computes results must also compute
+gold (:func:`thinksearch.synth.verify.derives_gold`). Counts are by ``meta.verified`` (gold, hint, none, or
 "not checked" when the synth ran without gold checking) and by category, each with its 95%
 interval; the rows that miss gold are listed for reading.
 
@@ -36,7 +37,7 @@ from thinksearch.errors import ThinksearchError  # noqa: E402
 from thinksearch.evaluate.answers import proportion  # noqa: E402
 from thinksearch.files import write_json_atomic  # noqa: E402
 from thinksearch.synth.output import read_rows  # noqa: E402
-from thinksearch.synth.verify import final  # noqa: E402
+from thinksearch.synth.verify import derives_gold, final, holds_gold, trace  # noqa: E402
 
 
 def _rows_with_gold(rows: Iterable[dict[str, Any]], kind: str, gold: dict[str, questions.Question]
@@ -58,14 +59,15 @@ def check(rows: Iterable[dict[str, Any]], pool: list[questions.Question]) -> dic
             no_gold += 1
             continue
         said = final(row)
-        ok = scoring.matches_gold(said, q.answers, q.match, question=question)
+        answered, derived = holds_gold(said, q, question), derives_gold(trace(row), q)
+        ok = answered and derived
         label = str((row.get("meta") or {}).get("verified") or "not checked")
         for tally in (right[label], right["all"], by_category[q.category or "uncategorised"]):
             tally[0] += ok
             tally[1] += 1
         if not ok:
             misses.append({"question": question, "gold": list(q.answers), "match": q.match, "verified": label,
-                           "final": said})
+                           "final": said, "miss": "answer" if not answered else "trace"})
     return {"checkable_rows": {k: proportion(*v) for k, v in sorted(right.items())},
             "by_category": {k: proportion(*v) for k, v in sorted(by_category.items())},
             "rows_without_gold": no_gold, "misses": misses}
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: " + "; ".join(f"{k} {fmt(p)}" for k, p in out[name].items()))
     print(f"thinking rows whose question has no gold: {out['rows_without_gold']}")
     for m in out["misses"]:
-        print(f"  miss [{m['verified']}] {m['question']} gold={'/'.join(m['gold'])} final={(m['final'] or '')[:80]!r}")
+        print(f"  miss ({m['miss']}) [{m['verified']}] {m['question']} gold={'/'.join(m['gold'])} final={(m['final'] or '')[:80]!r}")
     print("search rows: " + "; ".join(f"{k} {n}" for k, n in out["search"]["counts"].items()))
     for m in out["search"]["misses"]:
         print(f"  miss [search] {m['question']} gold={'/'.join(m['gold'] or ['unanswerable'])} final={m['final'][:80]!r}")

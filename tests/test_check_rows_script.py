@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 
-def _row(question, answer, verified=None, kind="thinking"):
+def _row(question, answer, verified=None, kind="thinking", trace="想一想。"):
     meta = {"verified": verified} if verified else {}
     return {"type": kind, "meta": meta, "messages": [
         {"role": "system", "content": "…"}, {"role": "user", "content": question},
-        {"role": "assistant", "content": f"<thinking>想一想。</thinking>{answer}"}]}
+        {"role": "assistant", "content": f"<thinking>{trace}</thinking>{answer}"}]}
 
 
 def test_rows_are_scored_by_the_pool_gold_not_by_their_label(load_script, tmp_path, capsys):
@@ -24,15 +24,20 @@ def test_rows_are_scored_by_the_pool_gold_not_by_their_label(load_script, tmp_pa
             # labelled gold, but its answer misses: the script trusts the scorer, not the label
             _row("3乘以4等于多少？", "等于7。", "gold"),
             _row("怎样才能睡得更好？", "早点睡。", "none"),
+            # right answer, but the trace works out 7 and then asserts 12
+            _row("3乘以4等于多少？", "等于12。", "hint", trace="3 + 4 = 7，所以答案是12。"),
             _row("3乘以4等于多少？", "12", kind="search")]
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out_json = tmp_path / "out.json"
     load_script("scripts/check_rows.py").main([str(data), "--pool", str(pool), "--json", str(out_json)])
     out = json.loads(out_json.read_text(encoding="utf-8"))
     assert out["checkable_rows"]["gold"]["k"] == 1 and out["checkable_rows"]["gold"]["n"] == 2
+    assert out["checkable_rows"]["hint"]["k"] == 0 and out["checkable_rows"]["hint"]["n"] == 1
     assert out["by_category"]["arithmetic"]["k"] == 0 and out["rows_without_gold"] == 1
-    assert [m["question"] for m in out["misses"]] == ["3乘以4等于多少？"]
-    assert "miss [gold] 3乘以4等于多少？" in capsys.readouterr().out
+    assert [(m["question"], m["miss"]) for m in out["misses"]] == [("3乘以4等于多少？", "answer"),
+                                                                   ("3乘以4等于多少？", "trace")]
+    printed = capsys.readouterr().out
+    assert "miss (answer) [gold] 3乘以4等于多少？" in printed and "miss (trace) [hint] 3乘以4等于多少？" in printed
 
 
 def test_search_rows_are_scored_by_the_search_pool_gold(load_script, tmp_path, capsys):

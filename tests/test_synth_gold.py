@@ -212,9 +212,11 @@ def test_k1_default_keeps_rows_and_stats_as_before(tmp_path):
 def test_gold_hint_keeps_a_rationalised_trace_only_when_it_reaches_gold_unprompted(tmp_path):
     hints = {"十的一半是多少？": ("十平均分成两份，每份是十除以二，等于五。", "答案是5。"),
              "法国大革命爆发在哪一年？": ("根据提示，法国大革命爆发于1789年。", "是1789年。"),
-             "唐朝由谁建立？": ("隋朝末年天下大乱，各地起兵反隋。", "是李世民。")}
+             "唐朝由谁建立？": ("隋朝末年天下大乱，各地起兵反隋。", "是李世民。"),
+             # States gold after working out another year: the answer is right, the trace is not.
+             "哥伦布第一次到达美洲是哪一年？": ("1500 - 8 = 1490年他出海，两年后到达。", "是1492年。")}
     script = {**ARITH, **{q: HISTORY[q] for q in hints if q in HISTORY}}
-    cfg = make_cfg(tmp_path, script, samples_per_question=2, gold_hint=True, batch_size=5)
+    cfg = make_cfg(tmp_path, script, samples_per_question=2, gold_hint=True, batch_size=6)
     teacher = ScriptedTeacher(script, hints=hints)
     rows, failures, saved, _ = run(cfg, teacher)
     by_q = {question_of(r): r for r in rows}
@@ -222,13 +224,14 @@ def test_gold_hint_keeps_a_rationalised_trace_only_when_it_reaches_gold_unprompt
     assert by_q["十的一半是多少？"]["meta"]["gold"] == {"hint": "5"}
     assert "十除以二" in by_q["十的一半是多少？"]["messages"][2]["content"]
     assert {f["question"]: f["reason"] for f in failures} == {"法国大革命爆发在哪一年？": "mentions_hint",
-                                                              "唐朝由谁建立？": "mismatch"}
-    assert saved["rejected"] == {"hint/mentions_hint": 1, "hint/mismatch": 1}
+                                                              "唐朝由谁建立？": "mismatch",
+                                                              "哥伦布第一次到达美洲是哪一年？": "underived"}
+    assert saved["rejected"] == {"hint/mentions_hint": 1, "hint/mismatch": 1, "hint/underived": 1}
     assert saved["verified"] == {"gold": 2, "hint": 1}
     # pass@k counts the unhinted candidates only.
-    assert saved["gold"]["total"]["pass_at_k"] == 2 and saved["gold"]["total"]["tried"] == 5
-    # One hinted round for the three missed questions, after the candidates' two calls.
-    assert [len(c) for c in teacher.calls] == [10, 10, 3, 3]
+    assert saved["gold"]["total"]["pass_at_k"] == 2 and saved["gold"]["total"]["tried"] == 6
+    # One hinted round for the four missed questions, after the candidates' two calls.
+    assert [len(c) for c in teacher.calls] == [12, 12, 4, 4]
     assert all("正确结果是" in r.messages[-1]["content"] for r in teacher.calls[2])
     assert not any("正确结果是" in r.messages[-1]["content"] for r in teacher.calls[3])  # the answer never sees the hint
 
@@ -272,3 +275,30 @@ def test_a_pool_without_gold_is_named(tmp_path):
 def test_bad_values_name_the_flag(capsys, flag, value, message):
     code = cli.main(["synth", "--no-progress", flag, *([value] if value is not None else [])])
     assert (code, capsys.readouterr().err.strip().splitlines()[-1]) == (2, message)
+
+
+def test_a_candidate_whose_trace_computes_something_else_is_not_right():
+    """The first candidate states gold after working out another number (a pattern seen in real
+    hinted rows: "240元 × 8折 = 1920元 … = 1900元，因此最终答案是：172"); the second derives it."""
+    from types import SimpleNamespace
+
+    from thinksearch import format as fmt
+    from thinksearch.questions import Question
+    from thinksearch.synth.verify import pick
+
+    q = "一件衣服原价240元，先打八折再减20元，最后要付多少钱？"
+    gold = Question(q, answers=("172",), category="arithmetic")
+
+    def cand(trace: str, answer: str) -> SimpleNamespace:
+        return SimpleNamespace(row={"messages": fmt.thinking_messages(q, trace, answer), "meta": {}}, rejection=None)
+
+    wrong_way = cand("240元 × 8折 = 1920元。1920元 - 20元 = 1900元，因此最终答案是：172。", "要付172元。")
+    right_way = cand("240 × 0.8 = 192元，192 - 20 = 172元。", "要付172元。")
+    cfg = SynthConfig(check_gold=True, samples_per_question=2)
+    item = SimpleNamespace(type="thinking", gold=gold)
+    (row, rejection), tried = pick(cfg, item, [wrong_way, right_way])
+    assert row is right_way.row and rejection is None and row["meta"]["gold"]["candidate"] == 1
+    assert tried is not None and (tried.first, tried.any) == (False, True)
+    (row, rejection), _ = pick(cfg, item, [wrong_way, wrong_way])
+    assert row is None and rejection.label == "gold/mismatch"
+    assert "2 state it after a trace that computes something else" in rejection.detail

@@ -224,6 +224,34 @@ def unsupported_numbers(answer: str, question: str, results: str | Sequence[str]
     return NumberSupport(tuple(_plain(n) for n in found), tuple(_plain(n) for n in found if n not in seen))
 
 
+_EQUALS = re.compile(r"=|＝|≈|等于")
+_RESULT_END = re.compile(r"=|＝|≈|等于|[，,。；;：:\n]")
+_OPERATION = re.compile(r"[×*/÷+^]|\\(?:times|cdot|div|frac)|\d\s*[-−]\s*\d")
+
+
+def worked_results(text: str) -> list[Decimal]:
+    """The values a worked text computes: after each ``=`` (``≈``, ``等于``), the one number
+    that stands there alone, up to the next ``=`` or punctuation, as an absolute value.
+
+    A side that still holds an operation is a step, not a result ("= 102.4 × 1000 = 102400"
+    computes 102400 only). Signs are dropped because "x = ±7" computes both 7 and -7.
+
+    >>> [_plain(n) for n in worked_results("240元 × 8折 = 1920元。1920元 - 20元 = 1900元，答案是172。")]
+    ['1920', '1900']
+    >>> [_plain(n) for n in worked_results("\\(102.4 \\times 10^2 = 102.4 \\times 1000 = 102400\\) 毫米；x = \\pm 7")]
+    ['102400', '7']
+    """
+    text = unicodedata.normalize("NFKC", text)
+    found = []
+    for m in _EQUALS.finditer(text):
+        end = _RESULT_END.search(text, m.end())
+        side = text[m.end() : end.start() if end else len(text)]
+        values = numbers(side)
+        if len(values) == 1 and not _OPERATION.search(side):
+            found.append(abs(values[0]))
+    return found
+
+
 # ----------------------------------------------------------------------------- gold matching
 
 

@@ -244,8 +244,9 @@ class SynthConfig:
     pool's share of open questions, so the cap bites only when verified rows are missing."""
     gold_hint: bool = False
     """Rationalisation, with gold checking on: when no candidate of a question matches gold, ask
-    once more with the correct answer as a hint, and keep that trace only if it reaches gold and
-    never mentions being given it (meta.verified hint). Off here, on in configs/quickstart.yaml:
+    once more with the correct answer as a hint, and keep that trace only if it reaches gold by
+    its own working (a computed result is gold, not asserted after another) and never mentions
+    being given it (meta.verified hint). Off here, on in configs/quickstart.yaml:
     there its verified rows held gold (30 of 31 by the scorer), and with random batches a student
     trained on them still searched 133 of 147 fresh-data questions (README, Results)."""
     knowledge_probe: int = 0

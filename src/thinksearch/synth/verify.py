@@ -4,13 +4,16 @@ A weak teacher is right on few thinking questions, so its rows cannot be trusted
 a question that carries gold (``answers`` / ``match``, the eval set's format) lets the run keep
 only rows whose final answer matches it. The check is the eval's own scorer
 (:func:`thinksearch.scoring.final_answer` on the row's assistant text, then
-:func:`thinksearch.scoring.matches_gold`), so a kept row would be scored right by the eval too.
+:func:`thinksearch.scoring.matches_gold`), so a kept row would be scored right by the eval too;
+a trace that computes must also compute the gold number (:func:`derives_gold`).
 
 - :func:`candidates`: how many candidates a question gets (k for a question with gold, 1 otherwise);
 - :func:`candidate_seed`: each candidate's sampling seed (candidate 0 keeps the seed of a k=1 run);
 - :func:`pick`: the row of the first matching candidate, or the rejection ``gold/mismatch``;
+- :func:`derives_gold`: a trace that computes results must compute gold, not assert it at the end;
 - :func:`rationalised`: with ``gold_hint``, a question's hinted try kept (``verified: hint``) only
-  when it reaches gold without mentioning the hint (:func:`mentions_hint`);
+  when it reaches gold by its own working (:func:`derives_gold`) without mentioning the hint
+  (:func:`mentions_hint`);
 - :class:`GoldTally`: pass@1 and pass@k per category, and the categories the teacher never gets right.
 
 A library module of :mod:`thinksearch.synth`.
@@ -18,10 +21,13 @@ A library module of :mod:`thinksearch.synth`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from thinksearch import scoring
+from thinksearch.format import THINK_CLOSE, THINK_OPEN
 from thinksearch.synth.gates import Rejection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,9 +95,41 @@ def holds_gold(text: str | None, gold: "Question", asked: str) -> bool:
     return scoring.matches_gold(text, gold.answers, gold.match, question=asked, wrong=gold.wrong)
 
 
+def trace(row: Mapping[str, Any]) -> str:
+    """The thinking trace of the row's last assistant turn ("" if it has none)."""
+    last = next((m for m in reversed(row.get("messages", [])) if m.get("role") == "assistant"), None)
+    text = str(last.get("content") or "") if last else ""
+    start, end = text.find(THINK_OPEN), text.rfind(THINK_CLOSE)
+    return text[start + len(THINK_OPEN) : end] if 0 <= start < end else ""
+
+
+def derives_gold(text: str, gold: "Question") -> bool:
+    """Does a trace that works numbers out arrive at the gold number?
+
+    A teacher given the answer as a hint may compute something else and then assert it ("240元 ×
+    8折 = 1920元 … = 1900元，因此最终答案是：172"): the final answer holds gold, the trace teaches a
+    wrong derivation. So where the gold has a number and the trace computes results
+    (:func:`thinksearch.scoring.worked_results`), one of them must be a gold number. A trace
+    that computes nothing, and a gold without a number, pass: there is nothing to compare.
+
+    >>> from thinksearch.questions import Question
+    >>> gold = Question("一件衣服原价240元，先打八折再减20元，最后要付多少钱？", answers=("172",))
+    >>> derives_gold("240 × 0.8 = 192元，192 - 20 = 172元。", gold), derives_gold("240 × 8折 = 1920元，答案是172。", gold)
+    (True, False)
+    >>> derives_gold("打八折再减20元，最后付172元。", gold)
+    True
+    """
+    worked = set(scoring.worked_results(text))
+    # Each gold number by value and as written: "560万" is 5600000, and a trace working in 万 computes 560.
+    golds = [scoring.numbers(a) + [Decimal(n) for n in re.findall(r"\d+(?:\.\d+)?", a)] for a in gold.answers]
+    golds = [{abs(n) for n in values} for values in golds if values]
+    return not worked or not golds or any(values & worked for values in golds)
+
+
 def is_right(row: dict[str, Any], gold: "Question") -> bool:
-    """Does the row's final answer match gold, as the eval would score it?"""
-    return holds_gold(final(row), gold, question(row))
+    """Does the row's final answer match gold, as the eval would score it, and does its trace,
+    where it computes, compute gold (:func:`derives_gold`)?"""
+    return holds_gold(final(row), gold, question(row)) and derives_gold(trace(row), gold)
 
 
 @dataclass
@@ -135,8 +173,10 @@ def pick(cfg: "SynthConfig", item: Item, cands: Sequence[Candidate]) -> tuple[Ve
         return (None, first.rejection), tried
     answers = " / ".join(gold.answers)
     last = gated[0]["messages"][-1]["content"]
+    underived = sum(holds_gold(final(r), gold, question(r)) for r in gated)
+    why = f"; {underived} state it after a trace that computes something else" if underived else ""
     return (None, Rejection("gold", "mismatch", f"none of {len(gated)} gated candidates of {len(cands)} "
-                            f"matches gold ({gold.match}: {answers})", scoring.final_answer(last) or last)), tried
+                            f"matches gold ({gold.match}: {answers}){why}", scoring.final_answer(last) or last)), tried
 
 
 HINT_WORDS = ("提示", "hint", "已知答案", "已知结果", "正确答案", "正确结果", "标准答案", "参考答案", "给出的答案",
@@ -167,7 +207,8 @@ def mentions_hint(text: str) -> str | None:
 
 def rationalised(item: Item, cand: Candidate) -> Verdict:
     """The verdict on a question after its hinted try: a row labelled ``verified: hint`` when
-    the trace reaches gold and never shows it was given it, else a ``hint…`` rejection."""
+    the trace reaches gold by its own working and never shows it was given it, else a
+    ``hint…`` rejection (``hint/underived``: the answer states gold, the trace computes otherwise)."""
     gold = item.gold
     assert gold is not None
     if cand.row is None:
@@ -178,9 +219,13 @@ def rationalised(item: Item, cand: Candidate) -> Verdict:
     word = mentions_hint(text)
     if word is not None:
         return None, Rejection("hint", "mentions_hint", f"the hinted trace says {word!r}", text)
-    if not is_right(cand.row, gold):
+    if not holds_gold(final(cand.row), gold, question(cand.row)):
         return None, Rejection("hint", "mismatch", f"the hinted trace does not reach gold ({' / '.join(gold.answers)})",
                                scoring.final_answer(text) or text)
+    if not derives_gold(trace(cand.row), gold):
+        worked = ", ".join(format(n, "f") for n in scoring.worked_results(trace(cand.row)))
+        return None, Rejection("hint", "underived", f"the hinted trace computes {worked}, then states gold "
+                               f"({' / '.join(gold.answers)})", text)
     cand.row["meta"]["verified"] = "hint"
     cand.row["meta"]["gold"] = {"hint": hint_answer(gold)}
     return cand.row, None
