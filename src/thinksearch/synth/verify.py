@@ -109,17 +109,18 @@ def derives_gold(text: str, gold: "Question") -> bool:
     A teacher given the answer as a hint may compute something else and then assert it ("240元 ×
     8折 = 1920元 … = 1900元，因此最终答案是：172"): the final answer holds gold, the trace teaches a
     wrong derivation. So where the gold has a number and the trace computes results
-    (:func:`thinksearch.scoring.worked_results`), one of them must be a gold number. A trace
-    that computes nothing, and a gold without a number, pass: there is nothing to compare.
+    (:func:`thinksearch.scoring.worked_results`), one of them must be a gold number. Results
+    the question states are left out ("x的平方等于49" restated is not a computation). A trace
+    that computes nothing else, and a gold without a number, pass: there is nothing to compare.
 
     >>> from thinksearch.questions import Question
     >>> gold = Question("一件衣服原价240元，先打八折再减20元，最后要付多少钱？", answers=("172",))
     >>> derives_gold("240 × 0.8 = 192元，192 - 20 = 172元。", gold), derives_gold("240 × 8折 = 1920元，答案是172。", gold)
     (True, False)
-    >>> derives_gold("打八折再减20元，最后付172元。", gold)
-    True
+    >>> derives_gold("打八折再减20元，最后付172元。", gold), derives_gold("原价 = 240元，付172元。", gold)
+    (True, True)
     """
-    worked = set(scoring.worked_results(text))
+    worked = set(scoring.worked_results(text)) - {abs(n) for n in scoring.numbers(gold.text)}
     # Each gold number by value and as written: "560万" is 5600000, and a trace working in 万 computes 560.
     golds = [scoring.numbers(a) + [Decimal(n) for n in re.findall(r"\d+(?:\.\d+)?", a)] for a in gold.answers]
     golds = [{abs(n) for n in values} for values in golds if values]
