@@ -46,3 +46,24 @@ def test_answers_whose_thinking_the_loop_closed_are_counted():
     p = policy_metrics(records)
     assert (p["closed_thinking"]["k"], p["closed_thinking"]["n"]) == (1, 2)
     assert p["undecided"]["k"] == 0  # closed, it answered: decided
+
+
+def test_searches_opened_with_the_other_kinds_decision_line_are_counted():
+    from thinksearch.format import DECISION_LINES
+
+    def call(kind: str) -> str:
+        return CALL.replace("需要查", DECISION_LINES[kind] + "\n需要查")
+
+    records = [rec("search", "prices", call("search")), rec("search", "weather", call("knowledge")),  # one mismatch
+               rec("thinking", "science", call("search"), GOLD),   # a knowledge search opened as fresh data: mismatch
+               rec("thinking", "knowledge", call("knowledge"), GOLD),
+               rec("search", "prices", CALL),                      # no decision line: not counted
+               rec("thinking", "arithmetic", call("knowledge"))]   # a false search, counted there, not here
+    p = policy_metrics(records)
+    assert (p["search_line_mismatch"]["k"], p["search_line_mismatch"]["n"]) == (2, 4)
+    # In the agent loop the first round's opening counts, not the final turn's.
+    agent = {"rounds": [{"raw": call("knowledge")}, {"raw": "答案。"}], "searches": [{"query": "x", "results": []}],
+             "final": "答案。"}
+    p = policy_metrics([{**rec("search", "prices", call("search")), "agent": agent}])
+    assert (p["search_line_mismatch"]["k"], p["search_line_mismatch"]["n"]) == (1, 1)
+    assert policy_metrics([rec("search", "prices", CALL)])["search_line_mismatch"]["rate"] is None

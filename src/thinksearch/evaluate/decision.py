@@ -12,7 +12,10 @@ The policy the project teaches (README, "The search decision"):
 - and every answer decides within the token limit: **undecided** is an output that neither
   searched nor closed ``</thinking>``. With ``--close-thinking`` the loop closes a thinking
   cut at the limit and the model goes on: those answers count as decided by what follows,
-  and **closed by the loop** says how many needed it.
+  and **closed by the loop** says how many needed it;
+- and a search opens with its own kind's decision line, where the model was trained with them:
+  **search line mismatch** counts fresh-data searches opened as an unsure fact and knowledge
+  searches opened as fresh data.
 
 Each figure is a count with its 95% Wilson interval (:func:`thinksearch.evaluate.answers.proportion`).
 Records are scored by :func:`thinksearch.evaluate.answers.answer_flags`. Pure functions, no model.
@@ -23,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from thinksearch.evaluate.answers import answer_flags, proportion
+from thinksearch.format import DECISION_LINES, THINK_OPEN
 from thinksearch.questions import KNOWLEDGE
 
 # The eval set's thinking categories, by what the policy asks of them.
@@ -37,6 +41,7 @@ POLICY_ROWS = (
     ("knowledge_searched", "knowledge questions searched"),
     ("undecided", "undecided (no search, </thinking> never closed)"),
     ("closed_thinking", "thinking closed by the loop at the token limit (--close-thinking)"),
+    ("search_line_mismatch", "searches opened with the other kind's decision line (fresh data as an unsure fact, or the reverse)"),
 )
 
 
@@ -49,6 +54,26 @@ def policy_kind(qtype: str, category: str | None) -> str | None:
     if qtype != "thinking":
         return None
     return "reasoning" if category in REASONING else "knowledge" if category in KNOWLEDGE else None
+
+
+def opening_line(record: Mapping[str, Any]) -> str | None:
+    """Which decision line (:data:`thinksearch.format.DECISION_LINES`) the first turn opens its
+    thinking with, or None (a model trained without decision lines, or another opening)."""
+    rounds = (record.get("agent") or {}).get("rounds") or []
+    first = str(rounds[0].get("raw") or "") if rounds else str(record.get("output") or "")
+    head = first[first.find(THINK_OPEN) + len(THINK_OPEN):].lstrip()[:80] if THINK_OPEN in first else ""
+    return next((kind for kind, line in DECISION_LINES.items() if head.startswith(line)), None)
+
+
+def _mismatched_lines(flags: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> tuple[int, int]:
+    """Among searches of fresh-data and knowledge questions that open with a search line: how many
+    open with the other kind's. A seed that learns one line for every search (README, Results:
+    119 of 120 fresh-data searches opened as an unsure fact) shows here while recall looks fine."""
+    expected = {"fresh_data": "search", "knowledge": "knowledge"}
+    lines = [(expected[kind], opening_line(r)) for r, f in flags
+             if f["searched"] and (kind := policy_kind(r["type"], r.get("category"))) in expected]
+    lines = [(want, got) for want, got in lines if got in ("search", "knowledge")]
+    return sum(want != got for want, got in lines), len(lines)
 
 
 def policy_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -70,4 +95,5 @@ def policy_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "undecided": proportion(sum(not f["searched"] and not f["has_final_answer"] for _, f in flags), len(flags)),
         "closed_thinking": proportion(sum(any(x.get("closed_thinking") for x in (r.get("agent") or {}).get("rounds", []))
                                           for r, _ in flags), len(flags)),
+        "search_line_mismatch": proportion(*_mismatched_lines(flags)),
     }
