@@ -328,6 +328,7 @@ POLICY_FIGURES = {
     "reasoning_false_search": "reasoning questions searched",
     "knowledge_wrong_unsearched": "knowledge wrong without a search",
     "undecided": "undecided (no search, thinking not closed)",
+    "search_line_mismatch": "searches opened with the other kind's line",
 }
 
 
