@@ -26,7 +26,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from thinksearch.evaluate.answers import answer_flags, proportion
-from thinksearch.format import DECISION_LINES, THINK_OPEN
+from thinksearch import format as fmt
+from thinksearch.format import DECISION_LINES
 from thinksearch.questions import KNOWLEDGE
 
 # The eval set's thinking categories, by what the policy asks of them.
@@ -61,7 +62,7 @@ def opening_line(record: Mapping[str, Any]) -> str | None:
     thinking with, or None (a model trained without decision lines, or another opening)."""
     rounds = (record.get("agent") or {}).get("rounds") or []
     first = str(rounds[0].get("raw") or "") if rounds else str(record.get("output") or "")
-    head = first[first.find(THINK_OPEN) + len(THINK_OPEN):].lstrip()[:80] if THINK_OPEN in first else ""
+    head = (fmt.parse(first).thinking or "").lstrip()
     return next((kind for kind, line in DECISION_LINES.items() if head.startswith(line)), None)
 
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
+from thinksearch import format as fmt
 from thinksearch import scoring
-from thinksearch.format import THINK_CLOSE, THINK_OPEN
 from thinksearch.synth.gates import Rejection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,10 +78,16 @@ def candidate_seed(seed: int, j: int) -> int:
     return seed if j == 0 else (seed + j * 1_000_033) % (2**31)
 
 
+def _reply(row: Mapping[str, Any]) -> str | None:
+    """The text of the row's last assistant turn (None if it has none)."""
+    last = next((m for m in reversed(row.get("messages", [])) if m.get("role") == "assistant"), None)
+    return str(last.get("content") or "") if last else None
+
+
 def final(row: Mapping[str, Any]) -> str | None:
     """The final answer of the row's last assistant turn, as the eval reads it."""
-    last = next((m for m in reversed(row.get("messages", [])) if m.get("role") == "assistant"), None)
-    return scoring.final_answer(str(last.get("content") or "")) if last else None
+    reply = _reply(row)
+    return scoring.final_answer(reply) if reply is not None else None
 
 
 def question(row: Mapping[str, Any]) -> str:
@@ -96,11 +102,8 @@ def holds_gold(text: str | None, gold: "Question", asked: str) -> bool:
 
 
 def trace(row: Mapping[str, Any]) -> str:
-    """The thinking trace of the row's last assistant turn ("" if it has none)."""
-    last = next((m for m in reversed(row.get("messages", [])) if m.get("role") == "assistant"), None)
-    text = str(last.get("content") or "") if last else ""
-    start, end = text.find(THINK_OPEN), text.rfind(THINK_CLOSE)
-    return text[start + len(THINK_OPEN) : end] if 0 <= start < end else ""
+    """The thinking trace of the row's last assistant turn, as :func:`thinksearch.format.parse` reads it."""
+    return fmt.parse(_reply(row) or "").thinking or ""
 
 
 def derives_gold(text: str, gold: "Question") -> bool:
@@ -216,15 +219,16 @@ def rationalised(item: Item, cand: Candidate) -> Verdict:
         if cand.rejection is not None:
             cand.rejection.stage = f"hint_{cand.rejection.stage}"
         return None, cand.rejection
-    text = next(m["content"] for m in reversed(cand.row["messages"]) if m["role"] == "assistant")
+    text = _reply(cand.row) or ""
     word = mentions_hint(text)
     if word is not None:
         return None, Rejection("hint", "mentions_hint", f"the hinted trace says {word!r}", text)
     if not holds_gold(final(cand.row), gold, question(cand.row)):
         return None, Rejection("hint", "mismatch", f"the hinted trace does not reach gold ({' / '.join(gold.answers)})",
                                scoring.final_answer(text) or text)
-    if not derives_gold(trace(cand.row), gold):
-        worked = ", ".join(format(n, "f") for n in scoring.worked_results(trace(cand.row)))
+    working = trace(cand.row)
+    if not derives_gold(working, gold):
+        worked = ", ".join(format(n, "f") for n in scoring.worked_results(working))
         return None, Rejection("hint", "underived", f"the hinted trace computes {worked}, then states gold "
                                f"({' / '.join(gold.answers)})", text)
     cand.row["meta"]["verified"] = "hint"
