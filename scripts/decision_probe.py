@@ -64,8 +64,10 @@ def auc(pos: list[float], neg: list[float]) -> float | None:
 def summarize(items, probes: list[dict], verdicts: dict | None, shift: float | None = None) -> dict:
     """Counts of probed search decisions per kind (with Wilson intervals), and agreement with the eval.
 
-    With the adapter's calibrated ``shift`` (``thinksearch calibrate``), ``shifted`` counts the
-    decisions the evaluation makes: it adds the shift to the search lines at this same token.
+    ``search`` is the model's own choice (the likeliest line). With the adapter's calibrated
+    ``shift`` (``thinksearch calibrate``), ``shifted`` counts the decisions the evaluation takes
+    at this same token: the search lines' summed probability against the no-search line's, the
+    shift added (:func:`thinksearch.steer.margin`).
 
     Kinds are the eval's own (:func:`thinksearch.evaluate.decision.policy_kind`); a thinking
     question of no known category counts only in the agreement, as in the eval's figures.

@@ -24,6 +24,8 @@ class ScriptedEngine:
     def __init__(self, tokenizer: Any, script: Sequence[str] = (), reply: Callable[[list], str] | None = None,
                  context_length: int = 4096, delay_s: float = 0.0):
         self.tokenizer, self.script, self.reply = tokenizer, list(script), reply
+        self.logprobs: Callable[[list], dict[int, float]] | None = None
+        """What :meth:`next_logprobs` reports for a conversation."""
         self.context_length, self.delay_s = context_length, delay_s
         self.prompts: list[str] = []
         self.seen: list[list[dict]] = []
@@ -55,6 +57,13 @@ class ScriptedEngine:
         if self.delay_s:
             time.sleep(self.delay_s)
         return [self._next(m, sampling) for m in conversations]
+
+    def next_logprobs(self, conversations: Sequence[Sequence[dict]], tokens: Sequence[int]) -> list[dict[int, float]]:
+        """``logprobs(messages)`` of each conversation (none set: no token reported)."""
+        with self._lock:
+            self.seen.extend([dict(m) for m in c] for c in conversations)
+        return [{t: v for t, v in (self.logprobs(list(c)) if self.logprobs else {}).items() if t in tokens}
+                for c in conversations]
 
     def stream(self, messages: Sequence[dict], sampling: Sampling,
                cancel: threading.Event | None = None) -> Iterator[str | Completion]:

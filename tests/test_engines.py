@@ -5,6 +5,7 @@ through the chat API."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from fastapi import FastAPI, Request
@@ -12,15 +13,18 @@ from fastapi.responses import StreamingResponse
 from fake_engines import FixedSearch, ScriptedEngine, ServerThread, answer, call
 
 from thinksearch import format as fmt
+from thinksearch import steer
 from thinksearch.agent import Agent, OpenAIEngine, build_messages
 from thinksearch.config import AgentConfig, ServeConfig
 from thinksearch.errors import ThinksearchError
+from thinksearch.format import DECISION_LINES
 from thinksearch.generation import Completion, Sampling
 from thinksearch.serve import create_app
 
 
-def completions_app(texts, seen):
-    """A minimal completions endpoint: scripted texts, cut before the stop string."""
+def completions_app(texts, seen, top_logprobs=None):
+    """A minimal completions endpoint: scripted texts, cut before the stop string; asked for
+    log-probabilities, it reports ``top_logprobs`` (text to log-probability) in the legacy shape."""
 
     app = FastAPI()
 
@@ -32,6 +36,11 @@ def completions_app(texts, seen):
     async def complete(request: Request):
         body = await request.json()
         seen.append(body)
+        if body.get("logprobs"):
+            first = max(top_logprobs, key=top_logprobs.get)
+            logprobs = {"tokens": [first], "token_logprobs": [top_logprobs[first]], "top_logprobs": [top_logprobs], "text_offset": [0]}
+            return {"id": "c", "object": "text_completion", "created": 0, "model": body["model"], "usage": None,
+                    "choices": [{"index": 0, "text": first, "finish_reason": "length", "logprobs": logprobs}]}
         text = texts.pop(0)
         for s in body.get("stop") or []:
             text = text.split(s, 1)[0]
@@ -122,3 +131,28 @@ def test_llamacpp_names_the_penalty_its_own_way():
     engine.served_model = "m"
     assert engine._params(Sampling(repetition_penalty=1.1))["extra_body"] == {"repeat_penalty": 1.1}
     assert "extra_body" not in engine._params(Sampling())
+
+
+def test_the_decision_is_read_from_an_endpoints_top_logprobs(tiny_tokenizer):
+    s = steer.steering(tiny_tokenizer, 0.0)
+    texts = {k: tiny_tokenizer.decode([t]) for k, t in s.tokens.items()}
+    # The no-search line is the likeliest single token; the two search lines together outweigh it.
+    top = {texts["thinking"]: math.log(0.35), texts["search"]: math.log(0.3), texts["knowledge"]: math.log(0.25), "嗯": math.log(0.1)}
+    seen = []
+    with ServerThread(completions_app([call("金价")], seen, top)) as srv:
+        engine = OpenAIEngine(srv.url + "/v1", tiny_tokenizer)
+        got = engine.next_logprobs([build_messages("金价？")], list(s.tokens.values()))
+        assert got == [{s.tokens[k]: pytest.approx(top[texts[k]]) for k in texts}]
+        assert seen[0]["max_tokens"] == 1 and seen[0]["logprobs"] == OpenAIEngine.TOP_LOGPROBS
+        r = Agent(engine, FixedSearch(), AgentConfig(decision_shift=0.1, max_new_tokens=64, max_rounds=1)).ask("今天金价多少？")
+    assert r.rounds[0].raw.startswith(f"<thinking>\n{DECISION_LINES['search']}\n") and r.rounds[0].decision_shift == 0.1
+    assert seen[-1]["prompt"].endswith(f"<thinking>\n{DECISION_LINES['search']}\n")
+
+
+def test_llamacpps_logprobs_name_their_token_ids():
+    from thinksearch.engines.openai import _top_logprobs
+
+    reported = {"content": [{"id": 7, "token": "靠", "logprob": -0.5,
+                             "top_logprobs": [{"id": 7, "token": "靠", "logprob": -0.5}, {"id": 9, "token": "要", "logprob": -1.5}]}]}
+    assert _top_logprobs(reported) == reported["content"][0]["top_logprobs"]
+    assert _top_logprobs(None) == [] and _top_logprobs({"content": None, "top_logprobs": None}) == []

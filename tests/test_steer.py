@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections import Counter
 
 import pytest
 from fake_engines import FixedSearch, ScriptedEngine
@@ -51,18 +53,40 @@ def test_padded_batch_scores_each_question_as_it_would_score_alone(tiny):
             logp = torch.log_softmax(model(input_ids=torch.tensor([shared])).logits[0, -1].float(), dim=-1)
         for kind, t in heads.items():
             assert got["logp"][kind] == pytest.approx(float(logp[t]), abs=2e-3)
-        assert got["margin"] == pytest.approx(max(got["logp"]["search"], got["logp"]["knowledge"]) - got["logp"]["thinking"], abs=1e-3)
+        summed = math.log(math.exp(got["logp"]["search"]) + math.exp(got["logp"]["knowledge"]))
+        assert got["margin"] == pytest.approx(summed - got["logp"]["thinking"], abs=1e-3)
 
 
-def test_steering_opens_with_the_whole_line_its_token_starts(tiny_tokenizer):
-    s = steer.steering(tiny_tokenizer, 1.5)
+def _logp(s: steer.Steering, **p: float) -> dict[int, float]:
+    return {s.tokens[k]: math.log(v) for k, v in p.items()}
+
+
+def test_steering_sums_the_search_lines_and_opens_with_the_whole_line(tiny_tokenizer):
+    s = steer.steering(tiny_tokenizer, 0.0)
     assert s.prefix.startswith("<thinking>\n") and all(f"<thinking>\n{line}".startswith(s.prefix) for line in DECISION_LINES.values())
-    for kind, head in s.heads.items():
-        assert s.opening(head) == f"<thinking>\n{DECISION_LINES[kind]}\n"
-    assert s.opening("嗯") == ""
     prompt = fmt.render(tiny_tokenizer, build_messages("？"), add_generation_prompt=True)
-    _, heads = steer.decision_tokens(tiny_tokenizer, prompt)
-    assert s.bias == {heads["search"]: 1.5, heads["knowledge"]: 1.5}  # the no-search line is left alone
+    assert s.tokens == steer.decision_tokens(tiny_tokenizer, prompt)[1]
+    # The no-search line is the likeliest single line, but the two search lines together outweigh it.
+    split = _logp(s, thinking=0.40, search=0.25, knowledge=0.35)
+    assert s.choose(split) == f"<thinking>\n{DECISION_LINES['knowledge']}\n"
+    assert steer.margin({"thinking": math.log(0.4), "search": math.log(0.25), "knowledge": math.log(0.35)}) == pytest.approx(math.log(1.5))
+    leaning = _logp(s, thinking=0.55, search=0.30, knowledge=0.15)
+    assert s.choose(leaning) == f"<thinking>\n{DECISION_LINES['thinking']}\n"
+    # The shift is on log-odds of searching: log(0.45/0.55) = -0.2; +0.3 tips it.
+    assert dataclasses.replace(s, shift=0.3).choose(leaning) == f"<thinking>\n{DECISION_LINES['search']}\n"
+    assert s.choose({}) == ""  # no line's token reported: the turn goes on unsteered
+    assert s.choose(_logp(s, search=0.01)) == f"<thinking>\n{DECISION_LINES['search']}\n"
+
+
+def test_a_sampled_decision_draws_the_lines_with_the_shift():
+    import random
+
+    s = steer.Steering(1.0, "<thinking>\n这个问题", {"thinking": 1, "search": 2, "knowledge": 3}, 20)
+    rng = random.Random(0)
+    drawn = Counter(s.choose(_logp(s, thinking=0.5, search=0.25, knowledge=0.25), 1.0, rng) for _ in range(4000))
+    # p(no search) = 0.5 / (0.5 + 0.5e) = 0.27 with a shift of 1
+    assert drawn[f"<thinking>\n{DECISION_LINES['thinking']}\n"] / 4000 == pytest.approx(1 / (1 + math.e), abs=0.03)
+    assert set(drawn) == {f"<thinking>\n{line}\n" for line in DECISION_LINES.values()}
 
 
 def test_the_shift_is_the_best_recall_minus_false_searches():
@@ -140,11 +164,9 @@ def test_transformers_opens_with_the_shifted_line(tiny):
     for r in agent.run_batch([build_messages(q) for q in QUESTIONS], max_new_tokens=40):
         assert opened_with(r.rounds[0].raw) in SEARCH_LINES and r.rounds[0].decision_shift == 10.0
         assert r.rounds[0].completion_tokens <= 40  # the line counts against the turn's limit
-    # A negative shift only holds the search lines back: the untrained model's own top token
-    # starts no line, so its turns go on unsteered.
     agent = Agent(TransformersEngine(model, tok), FixedSearch(), AgentConfig(decision_shift=-10.0, max_rounds=1))
     for r in agent.run_batch([build_messages(q) for q in QUESTIONS], max_new_tokens=40):
-        assert opened_with(r.rounds[0].raw) not in SEARCH_LINES and r.rounds[0].decision_shift is None
+        assert opened_with(r.rounds[0].raw) == "thinking" and r.rounds[0].decision_shift == -10.0
 
 
 def test_llamacpp_opens_with_the_shifted_line(tiny, tmp_path):
@@ -165,41 +187,37 @@ def test_llamacpp_opens_with_the_shifted_line(tiny, tmp_path):
         engine.close()
 
 
-def test_the_adapters_calibrated_shift_steers_ask_and_stream(tiny_tokenizer, tmp_path):
-    (tmp_path / "decision.json").write_text('{"shift": 0.7}', encoding="utf-8")
-    s = steer.steering(tiny_tokenizer, 0.7)
-    steps = []
+@pytest.mark.parametrize("shift", [0.7, 0.0])
+def test_the_adapters_calibrated_shift_steers_ask_and_stream(tiny_tokenizer, tmp_path, shift):
+    # A calibration that chose 0 steers too: the decision is still taken on the summed search lines.
+    (tmp_path / "decision.json").write_text(json.dumps({"shift": shift}), encoding="utf-8")
+    s = steer.steering(tiny_tokenizer, shift)
 
     def reply(messages):
         last = messages[-1]
-        if last["role"] == "assistant" and last["content"] == s.prefix:
-            steps.append(last)
-            return s.heads["search"]
         if last["role"] == "tool":  # the second turn is not steered
             return "金价约800元。"
-        assert last["role"] == "assistant" and last["content"] == f"<thinking>\n{DECISION_LINES['search']}\n"
+        assert last["role"] == "assistant" and last["content"] == f"<thinking>\n{DECISION_LINES['knowledge']}\n"
         return "金价每天都在变。\n</thinking>\n" + fmt.TOOL_OPEN + '\n{"name": "search", "arguments": {"query": "金价"}}\n' + fmt.TOOL_CLOSE
 
-    class Engine(ScriptedEngine):
-        biases: list = []
+    asked = []
 
-        def _next(self, messages, sampling):
-            self.biases.append(sampling.logit_bias)
-            if sampling.max_new_tokens == 1:  # counted in characters here; one token holds several
-                sampling = dataclasses.replace(sampling, max_new_tokens=64)
-            return super()._next(messages, sampling)
+    def logprobs(messages):
+        asked.append(messages[-1])
+        return _logp(s, thinking=0.4, search=0.25, knowledge=0.35)
 
-    engine = Engine(tiny_tokenizer, reply=reply)
+    engine = ScriptedEngine(tiny_tokenizer, reply=reply)
+    engine.logprobs = logprobs
     agent = Agent(engine, FixedSearch(), AgentConfig(model=f"qwen+{tmp_path}", max_rounds=2))
     events = []
     result = agent.run(build_messages("今天金价多少？"), on_event=events.append)
-    assert result.rounds[0].raw.startswith(f"<thinking>\n{DECISION_LINES['search']}\n金价每天都在变。")
-    assert result.rounds[0].decision_shift == 0.7 and result.rounds[0].tool_calls[0].query == "金价"
+    assert result.rounds[0].raw.startswith(f"<thinking>\n{DECISION_LINES['knowledge']}\n金价每天都在变。")
+    assert result.rounds[0].decision_shift == shift and result.rounds[0].tool_calls[0].query == "金价"
     shown = "".join(e.text for e in events if e.kind == "thinking")
-    assert shown.startswith(DECISION_LINES["search"])
-    assert len(steps) == 1 and engine.biases == [s.bias, None, None] and result.answer == "金价约800元。"
-    # --decision-shift 0 turns the adapter's shift off: one generate per turn, no decision step.
-    engine.script, engine.reply = ["好的。"], None
+    assert shown.startswith(DECISION_LINES["knowledge"])
+    assert asked == [{"role": "assistant", "content": s.prefix}] and len(engine.prompts) == 2  # one decision, two turns
+    assert result.answer == "金价约800元。"
+    # --decision-shift 0 turns steering off: the model's own first token.
     assert Agent(engine, FixedSearch(), AgentConfig(model=f"qwen+{tmp_path}", decision_shift=0)).steering is None
 
 
@@ -219,9 +237,12 @@ def test_the_eval_takes_each_models_calibrated_shift(tmp_path):
 
     (tmp_path / "decision.json").write_text('{"shift": 1.3}', encoding="utf-8")
     assert model_shift(EvalConfig(agent=True), str(tmp_path)) == 1.3
-    assert model_shift(EvalConfig(agent=True), None) == 0.0
-    assert model_shift(EvalConfig(agent=True, decision_shift=0), str(tmp_path)) == 0.0
-    assert model_shift(EvalConfig(agent=False), str(tmp_path)) == 0.0  # the first turn alone is not steered
+    assert model_shift(EvalConfig(agent=True), None) is None
+    assert model_shift(EvalConfig(agent=True, decision_shift=0), str(tmp_path)) is None
+    assert model_shift(EvalConfig(agent=False), str(tmp_path)) is None  # the first turn alone is not steered
+    # A calibration that chose 0 still steers: the decision is taken on the summed search lines.
+    (tmp_path / "decision.json").write_text('{"shift": 0.0}', encoding="utf-8")
+    assert model_shift(EvalConfig(agent=True), str(tmp_path)) == 0.0
 
 
 def test_an_eval_without_the_agent_says_the_calibrated_shift_is_not_applied(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -286,14 +287,14 @@ class Agent:
         self.steering = self._steering()
 
     def _steering(self) -> "Steering | None":
-        """The decision shift: ``decision_shift``, else the one calibrated for the adapter; None for none or 0."""
+        """How the first turn's decision is taken: with ``decision_shift``, else with the shift
+        calibrated for the adapter (0 included); None without either, or for an explicit 0
+        (the model's own first token)."""
         from thinksearch import steer
         from thinksearch.refs import split_adapter
 
-        shift = self.cfg.decision_shift
+        shift = steer.applied_shift(self.cfg.decision_shift, self.cfg.adapter or split_adapter(self.cfg.model)[1])
         if shift is None:
-            shift = steer.saved_shift(self.cfg.adapter or split_adapter(self.cfg.model)[1])
-        if not shift:
             return None
         tokenizer = getattr(self.engine, "tokenizer", None)
         if tokenizer is None:
@@ -345,16 +346,17 @@ class Agent:
 
     # -- the decision shift (steer.py)
     def _openings(self, convs: Sequence[_Conv], sampling: Sampling) -> list[str]:
-        """With a decision shift, the decision line each conversation about to start its answer
-        opens with: one token generated after the lines' shared words, the shift on the search
-        lines' tokens ('' where no shift applies or that token starts no line)."""
+        """With steering, the decision line each conversation about to start its answer opens
+        with, chosen from the next-token log-probabilities after the lines' shared words
+        (:meth:`steer.Steering.choose`; '' where no steering applies or no line's token was reported)."""
         s, out = self.steering, [""] * len(convs)
         todo = [i for i, c in enumerate(convs) if c.messages[-1].get("role") == "user"]
         if s is not None and todo:
-            step = self.engine.generate([[*convs[i].messages, {"role": "assistant", "content": s.prefix}] for i in todo],
-                                        dataclasses.replace(sampling, max_new_tokens=1, logit_bias=s.bias))
-            for i, c in zip(todo, step):
-                out[i] = s.opening(c.text)
+            logps = self.engine.next_logprobs([[*convs[i].messages, {"role": "assistant", "content": s.prefix}] for i in todo],
+                                              list(s.tokens.values()))
+            rng = random.Random(sampling.seed)
+            for i, lp in zip(todo, logps):
+                out[i] = s.choose(lp, sampling.temperature, rng)
         return out
 
     def _opened(self, messages: Sequence[Message], opening: str) -> list[Message]:

@@ -38,10 +38,9 @@ class _Job:
     def key(self) -> tuple:
         """Requests with equal keys can share a batch: greedy ones ignore seed and top_p."""
         s = self.sampling
-        bias = tuple(sorted((s.logit_bias or {}).items()))
         if s.temperature == 0:
-            return (s.max_new_tokens, s.repetition_penalty, bias)
-        return (*dataclasses.astuple(dataclasses.replace(s, logit_bias=None)), bias)
+            return (s.max_new_tokens, s.repetition_penalty)
+        return dataclasses.astuple(s)
 
 
 class Busy(Exception):
@@ -190,6 +189,11 @@ class QueuedEngine:
     def generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
         futures = [self.batcher.submit(list(m), sampling) for m in conversations]
         return [f.result() for f in futures]
+
+    def next_logprobs(self, conversations: Sequence[Sequence[Message]], tokens: Sequence[int]) -> list[dict[int, float]]:
+        # One forward pass, not a generation: it goes to the engine directly (each engine is
+        # safe to call from several threads), not through the queue.
+        return self.inner.next_logprobs(conversations, tokens)
 
     def stream(self, messages: Sequence[Message], sampling: Sampling,
                cancel: threading.Event | None = None) -> Iterator[str | Completion]:

@@ -29,8 +29,6 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     repetition_penalty: float = 1.0
-    logit_bias: dict[int, float] | None = None
-    """Added to these tokens' logits at every step (the agent's one-token decision step, steer.py)."""
 
 
 @dataclass
@@ -68,7 +66,6 @@ def _generate_kwargs(model: Any, tokenizer: Any, sampling: Sampling, stop: Seque
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
         stop_strings=list(stop) or None,
-        sequence_bias=[[[t], b] for t, b in sampling.logit_bias.items()] if sampling.logit_bias else None,
     )
     return {"generation_config": cfg, "tokenizer": tokenizer}
 
@@ -122,6 +119,25 @@ def generate(
             text, reason, n = finish(tokenizer, out[row, width:].tolist(), stop)
             results[i] = Completion(text, reason, len(encoded[i]), n, seconds)
     return results  # type: ignore[return-value]
+
+
+def next_logprobs(model: "PreTrainedModel", pad_token_id: int, sequences: Sequence[Sequence[int]],
+                  batch_size: int = 8) -> list[Any]:
+    """Log-probabilities over the vocabulary of the token after each sequence of token ids, as
+    float CPU tensors: one forward pass per left-padded batch, no generation."""
+    import torch
+
+    device = next(model.parameters()).device
+    out: list[Any] = []
+    for start in range(0, len(sequences), max(1, batch_size)):
+        batch = sequences[start:start + batch_size]
+        width = max(map(len, batch))
+        ids = torch.tensor([[pad_token_id] * (width - len(s)) + list(s) for s in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in batch], device=device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
+        out.extend(torch.log_softmax(logits, dim=-1).cpu())
+    return out
 
 
 def stream(

@@ -5,8 +5,9 @@ A model trained with ``synth.decision_line`` opens every trace with one of
 token, so the whole search decision is made there. Seeds of one recipe rank questions almost
 alike at that token (AUC of fresh-data against reasoning questions 0.99 on three seeds) but draw
 the line in different places: fresh-data recall went 133, 90 and 145 of 147 (README, Results).
-Adding a shift ``b`` to the logits of the search lines' first tokens moves the line and keeps
-the ranking.
+The agent reads the log-probabilities of the lines' deciding tokens and searches when the
+search lines' summed probability, shifted by ``b`` in log-odds, beats the no-search line's
+(:meth:`Steering.choose`); the shift moves the line and keeps the ranking.
 
 ``thinksearch calibrate`` picks ``b`` for an adapter on pool questions it was not trained on:
 the ``b`` on a grid of 0.1 that maximises fresh-data recall minus the false-search rate on
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DECISION_FILE = "decision.json"
 MAX_SHIFT = 4.0
+RULE = "summed"
+"""How margins are taken (:func:`margin`); a calibration made with another rule is made again."""
 # What a turn that opens with each decision line starts with (synth writes the same: rows.decided).
 OPENINGS = {k: f"{fmt.THINK_OPEN}\n{line}\n" for k, line in fmt.DECISION_LINES.items()}
 
@@ -57,25 +61,48 @@ def decision_tokens(tokenizer: Any, prompt: str) -> tuple[list[int], dict[str, i
     return first[:n], heads
 
 
+def margin(logp: dict[str, float]) -> float:
+    """log p(searching) - log p(not searching) at the deciding token, from each line's
+    log-probability there (missing: never chosen). The search lines' probabilities are summed:
+    they are two ways of saying "search", and a question split between them (fresh data read as
+    an unknown fact) is still one the model would search. Taking the likelier line alone ranked
+    fresh-data above reasoning questions less well on both seeds probed (README, Results)."""
+    search = [v for k, v in logp.items() if k != "thinking"]
+    top = max(search, default=-math.inf)
+    total = top + math.log(sum(math.exp(v - top) for v in search)) if top > -math.inf else -math.inf
+    return total - logp.get("thinking", -math.inf)
+
+
 @dataclass(frozen=True)
 class Steering:
-    """How the agent shifts a first turn's decision: open the turn with ``prefix``, generate one
-    token with ``bias``, and go on with the whole line that token starts."""
+    """How the agent takes a first turn's decision: open the turn with ``prefix``, read the
+    log-probabilities of the lines' deciding tokens after it, and open with the line
+    :meth:`choose` picks."""
 
     shift: float
     prefix: str
     """The text every decision line's turn opens with, up to the deciding token."""
-    heads: dict[str, str]
-    """Each line's deciding token, as text."""
-    bias: dict[int, float]
-    """The shift, on the search lines' deciding tokens."""
+    tokens: dict[str, int]
+    """Each line's deciding token."""
     opening_tokens: int
     """Tokens of the longest line with its tag, counted against the turn's limit."""
 
-    def opening(self, token: str) -> str:
-        """The whole decision line ``token`` starts, as the turn's opening ('' if it starts none)."""
-        kind = next((k for k, h in self.heads.items() if token == h), None)
-        return OPENINGS[kind] if kind else ""
+    def choose(self, logp: dict[int, float], temperature: float = 0.0, rng: random.Random | None = None) -> str:
+        """The whole decision line to open with ('' when no line's token was reported), from the
+        deciding tokens' log-probabilities: greedy, the search lines when together (:func:`margin`)
+        they beat the no-search line after the shift, then the likelier of them; with a
+        temperature, a line drawn with the shift on the search lines' logits."""
+        lines = {k: logp[t] for k, t in self.tokens.items() if t in logp}
+        if not lines:
+            return ""
+        if temperature > 0:
+            kinds = list(lines)
+            weights = [math.exp((lines[k] + (self.shift if k != "thinking" else 0.0) - max(lines.values())) / temperature)
+                       for k in kinds]
+            return OPENINGS[(rng or random).choices(kinds, weights)[0]]
+        if margin(lines) + self.shift <= 0:
+            return OPENINGS["thinking"]
+        return OPENINGS[max((k for k in lines if k != "thinking"), key=lines.__getitem__)]
 
 
 @functools.lru_cache(maxsize=8)
@@ -93,7 +120,15 @@ def steering(tokenizer: Any, shift: float) -> Steering:
             or len(set(texts.values())) != len(texts) or any(not t or "\ufffd" in t for t in texts.values()):
         raise ThinksearchError(f"this tokenizer splits the decision lines where a shift cannot act on them: {texts}")
     longest = max(len(tokenizer(opening, add_special_tokens=False)["input_ids"]) for opening in OPENINGS.values())
-    return Steering(shift, prefix, texts, {t: shift for k, t in heads.items() if k != "thinking"}, longest)
+    return Steering(shift, prefix, heads, longest)
+
+
+def applied_shift(asked: float | None, adapter: str | Path | None) -> float | None:
+    """The shift the agent takes the decision with: ``asked`` (0: none, the model's own first
+    token), else the one calibrated beside ``adapter``, 0 included; None: no steering."""
+    if asked is not None:
+        return float(asked) or None
+    return saved_shift(adapter)
 
 
 def saved_shift(adapter: str | Path | None) -> float | None:
@@ -113,34 +148,23 @@ def saved_shift(adapter: str | Path | None) -> float | None:
 
 def margins(model: Any, tokenizer: Any, items: Sequence["EvalItem"], batch_size: int = 8) -> list[dict[str, Any]]:
     """Per question, one forward pass: log-probabilities of each line's deciding token,
-    ``margin`` = log p(a search line) - log p(the no-search line), and whether the top token
-    is a deciding token at all."""
-    import math
+    its :func:`margin`, and whether the top token is a deciding token at all."""
+    from thinksearch.generation import next_logprobs
 
-    import torch
-
-    out: list[dict[str, Any]] = []
+    sequences: list[list[int]] = []
     heads: dict[str, int] | None = None
-    for i in range(0, len(items), batch_size):
-        batch = []
-        for it in items[i:i + batch_size]:
-            prompt = fmt.render(tokenizer, fmt.build_messages(it.question, system=it.system), add_generation_prompt=True)
-            ids, h = decision_tokens(tokenizer, prompt)
-            if heads is not None and h != heads:
-                raise ThinksearchError(f"the decision lines tokenize differently after question {it.id}")
-            heads = h
-            batch.append(ids)
-        width = max(map(len, batch))
-        pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in batch])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in batch])
-        with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, -1, :].float()
-        for row in torch.log_softmax(logits, dim=-1):
-            lines = {k: round(float(row[t]), 4) for k, t in (heads or {}).items()}
-            margin = round(max(v for k, v in lines.items() if k != "thinking") - lines["thinking"], 4)
-            out.append({"logp": lines, "margin": margin, "top_is_a_line": int(row.argmax()) in (heads or {}).values(),
-                        "top_p": round(math.exp(float(row.max())), 4)})
+    for it in items:
+        prompt = fmt.render(tokenizer, fmt.build_messages(it.question, system=it.system), add_generation_prompt=True)
+        ids, h = decision_tokens(tokenizer, prompt)
+        if heads is not None and h != heads:
+            raise ThinksearchError(f"the decision lines tokenize differently after question {it.id}")
+        heads = h
+        sequences.append(ids)
+    out: list[dict[str, Any]] = []
+    for row in next_logprobs(model, tokenizer.pad_token_id, sequences, batch_size):
+        lines = {k: round(float(row[t]), 4) for k, t in (heads or {}).items()}
+        out.append({"logp": lines, "margin": round(margin(lines), 4), "top_is_a_line": int(row.argmax()) in (heads or {}).values(),
+                    "top_p": round(math.exp(float(row.max())), 4)})
     return out
 
 
@@ -181,7 +205,7 @@ def calibrated(adapter: str | Path, per_kind: int) -> dict[str, Any] | None:
 
     record = read_json(Path(adapter) / DECISION_FILE)
     if isinstance(record, dict) and record.get("adapter_fingerprint") == adapter_fingerprint(adapter) \
-            and record.get("per_kind") == per_kind and "shift" in record:
+            and record.get("per_kind") == per_kind and record.get("rule") == RULE and "shift" in record:
         return record
     return None
 
@@ -253,7 +277,7 @@ def calibrate(adapter: str | Path, model: str, items: Sequence["EvalItem"], per_
     probes = margins(merged, tokenizer, items, batch_size)
     scored = [(policy_kind(it.type, it.category), p["margin"]) for it, p in zip(items, probes)]
     shift = best_shift(scored, max_shift)
-    record = {"shift": shift, "model": model, "adapter_fingerprint": adapter_fingerprint(adapter), "questions": len(items),
+    record = {"shift": shift, "rule": RULE, "model": model, "adapter_fingerprint": adapter_fingerprint(adapter), "questions": len(items),
               "per_kind": per_kind,
               "off_path": sum(not p["top_is_a_line"] for p in probes),
               "unshifted": {k: proportion(*c) for k, c in searched(scored, 0.0).items() if c[1]},

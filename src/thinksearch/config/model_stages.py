@@ -176,7 +176,7 @@ class AgentConfig:
     close_thinking: int = 0
     """When a turn reaches max_new_tokens inside <thinking>, close the thinking and let the model write up to this many more tokens in the same turn (0: off). Use it with a model trained on decision lines (synth.decision_line): its trace states the decision first, and the closed turn follows it."""
     decision_shift: float | None = None
-    """Added to the log-odds of searching at the decision line (a model trained with synth.decision_line; see thinksearch calibrate). Unset: the shift calibrated for the adapter (ADAPTER/decision.json) if it has one; 0: none."""
+    """Added to the log-odds of searching (both search lines' probabilities summed) at the decision line of a model trained with synth.decision_line; see thinksearch calibrate. Unset: the shift calibrated for the adapter (ADAPTER/decision.json) if it has one, 0 included; 0: none (the model's own first token)."""
     seed: int | None = None
     """Sampling seed (with temperature > 0)."""
     system_prompt: str | None = None
@@ -277,7 +277,7 @@ class EvalConfig:
     (synth.decision_line), whose trace states the decision before it can loop; without them a
     closed thinking is mostly followed by a search, whatever the question (README, Results)."""
     decision_shift: float | None = None
-    """With --agent: added to the log-odds of searching at the decision line of a model trained with synth.decision_line (thinksearch calibrate). Unset: each model's calibrated shift (its adapter's decision.json) if it has one; 0: none."""
+    """With --agent: added to the log-odds of searching (both search lines' probabilities summed) at the decision line of a model trained with synth.decision_line (thinksearch calibrate). Unset: each model's calibrated shift (its adapter's decision.json) if it has one, 0 included; 0: none (the model's own first token)."""
     batch_size: int = 8
     """Questions generated together; 1 generates one at a time."""
     continuous_batching: bool = True

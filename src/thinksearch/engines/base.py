@@ -1,7 +1,8 @@
 """What the agent loop needs from a model: the :class:`Engine` protocol and the message type.
 
 An engine renders a conversation with the model's chat template, counts its tokens,
-generates the next assistant turn (batched) and streams one. The three engines live next to
+generates the next assistant turn (batched), streams one, and reads the log-probabilities of
+the next token (the agent's search decision, :mod:`thinksearch.steer`). The three engines live next to
 this module: :mod:`.transformers` (in-process), :mod:`.openai` (an OpenAI-compatible
 endpoint) and :mod:`.llamacpp` (llama.cpp in this process).
 """
@@ -19,7 +20,7 @@ STOP = (fmt.TOOL_CLOSE,)
 
 
 class Engine(Protocol):
-    """What the agent needs from a model: render, count, generate (batched), stream."""
+    """What the agent needs from a model: render, count, generate (batched), stream, next-token log-probabilities."""
 
     name: str
     context_length: int
@@ -31,6 +32,12 @@ class Engine(Protocol):
 
     def generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
         """The next assistant turn of each conversation, stopping after ``</tool_call>``."""
+        ...
+
+    def next_logprobs(self, conversations: Sequence[Sequence[Message]], tokens: Sequence[int]) -> list[dict[int, float]]:
+        """Per conversation, the log-probabilities of ``tokens`` as the token that comes next
+        (a conversation ending in an assistant turn goes on with it); a token the engine
+        does not report (outside an endpoint's top log-probabilities) is left out."""
         ...
 
     def stream(

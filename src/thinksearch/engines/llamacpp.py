@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from thinksearch.config import AgentConfig
 from thinksearch.engines.openai import OpenAIEngine, prompt_tokenizer
@@ -72,6 +72,9 @@ class LlamaCppEngine(OpenAIEngine):
     """
 
     REPETITION_PENALTY = "repeat_penalty"  # llama.cpp's name (over the last 64 tokens by default)
+    # llama.cpp reports as many as asked, so the decision lines' tokens are read unless they are
+    # far down the list (OpenAI's API stops at 20).
+    TOP_LOGPROBS = 1000
 
     def __init__(self, gguf: Path, tokenizer: "PreTrainedTokenizerBase", threads: int | None = None,
                  context_length: int = 4096, parallel: int = 1, cache_prompt: bool = True):
@@ -79,6 +82,13 @@ class LlamaCppEngine(OpenAIEngine):
         super().__init__(self._server.listening_address + "/v1", tokenizer, api="completions",
                          context_length=context_length, concurrency=parallel)
         self.name = f"llamacpp ({gguf.name})"
+
+    def _logprob_params(self, tokens: Sequence[int]) -> dict[str, Any]:
+        # llama.cpp reports no log-probabilities for a token that ends inside a character, so
+        # the one token generated is pinned to the first asked for (whole characters: the
+        # decision lines' tokens, steer.steering). What it reports is the model's own
+        # distribution, taken before logit_bias is applied.
+        return {"logit_bias": {str(tokens[0]): 100}} if tokens else {}
 
     @classmethod
     def from_config(cls, cfg: AgentConfig) -> "LlamaCppEngine":

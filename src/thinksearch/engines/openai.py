@@ -44,6 +44,21 @@ def _to_openai_messages(messages: Sequence[Message]) -> list[Message]:
     return out
 
 
+def _top_logprobs(logprobs: Any) -> list[dict[str, Any]]:
+    """The first generated token's top log-probabilities, each a dict with ``token`` and
+    ``logprob`` (and ``id`` where the endpoint gives it, as llama.cpp does): read from the chat
+    API's shape (``content``, which llama.cpp's completions use too) or the legacy completions
+    shape (``top_logprobs``, one dict of text to log-probability per token)."""
+    if logprobs is None:
+        return []
+    d = logprobs.model_dump() if hasattr(logprobs, "model_dump") else dict(logprobs)
+    if d.get("content"):
+        return list(d["content"][0].get("top_logprobs") or [])
+    if d.get("top_logprobs"):
+        return [{"token": t, "logprob": v} for t, v in (d["top_logprobs"][0] or {}).items()]
+    return []
+
+
 class OpenAIEngine:
     """Any OpenAI-compatible endpoint: vLLM (merged model or adapter), SGLang, llama.cpp's server.
 
@@ -57,6 +72,8 @@ class OpenAIEngine:
 
     REPETITION_PENALTY = "repetition_penalty"
     """The request field a repetition penalty goes in (vLLM's and SGLang's name)."""
+    TOP_LOGPROBS = 20
+    """How many of the likeliest next tokens an endpoint is asked for (the OpenAI API's most)."""
 
     def __init__(self, base_url: str, tokenizer: "PreTrainedTokenizerBase | None" = None,
                  served_model: str | None = None, api: Literal["completions", "chat"] = "completions",
@@ -114,8 +131,6 @@ class OpenAIEngine:
             p["top_p"] = sampling.top_p
             if sampling.seed is not None:
                 p["seed"] = sampling.seed
-        if sampling.logit_bias:
-            p["logit_bias"] = {str(t): b for t, b in sampling.logit_bias.items()}
         if sampling.repetition_penalty != 1:
             # Not an OpenAI API field: vLLM and SGLang read it from the body (sent only when set).
             p["extra_body"] = {self.REPETITION_PENALTY: sampling.repetition_penalty}
@@ -176,6 +191,34 @@ class OpenAIEngine:
         # The endpoint batches concurrent requests itself (vLLM, llama.cpp with --parallel).
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
             return list(pool.map(lambda m: self._one(m, sampling), conversations))
+
+    def _logprob_params(self, tokens: Sequence[int]) -> dict[str, Any]:
+        """Extra request fields for reading next-token log-probabilities (none here)."""
+        return {}
+
+    def _next_one(self, messages: Sequence[Message], tokens: Sequence[int]) -> dict[int, float]:
+        one = Sampling(max_new_tokens=1)
+        extra = self._logprob_params(tokens)
+        if self.api == "completions":
+            prompt = self.render(messages)
+            r = self._call(lambda: self.client.completions.create(
+                prompt=prompt, logprobs=self.TOP_LOGPROBS, **self._params(one), **extra))
+        else:
+            r = self._call(lambda: self.client.chat.completions.create(
+                messages=_to_openai_messages(messages), logprobs=True, top_logprobs=self.TOP_LOGPROBS,
+                **self._chat_params(messages, one), **extra))
+        top = _top_logprobs(r.choices[0].logprobs)
+        by_id = {t["id"]: float(t["logprob"]) for t in top if isinstance(t.get("id"), int)}
+        if by_id:  # llama.cpp names the token ids
+            return {t: by_id[t] for t in tokens if t in by_id}
+        # Otherwise tokens come as text; the decision lines' tokens decode to distinct text (steer.steering).
+        by_text = {t["token"]: float(t["logprob"]) for t in top}
+        texts = {t: self.tokenizer.decode([t]) for t in tokens} if self.tokenizer is not None else {}
+        return {t: by_text[x] for t, x in texts.items() if x in by_text}
+
+    def next_logprobs(self, conversations: Sequence[Sequence[Message]], tokens: Sequence[int]) -> list[dict[int, float]]:
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(conversations)))) as pool:
+            return list(pool.map(lambda m: self._next_one(m, tokens), conversations))
 
     def stream(self, messages: Sequence[Message], sampling: Sampling,
                cancel: threading.Event | None = None) -> Iterator[str | Completion]:

@@ -76,6 +76,14 @@ class TransformersEngine:
         with self._lock:
             return generation.generate(self.model, self.tokenizer, prompts, sampling, stop=STOP, batch_size=self.batch_size)
 
+    def next_logprobs(self, conversations: Sequence[Sequence[Message]], tokens: Sequence[int]) -> list[dict[int, float]]:
+        from thinksearch import generation
+
+        ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in conversations]
+        with self._lock:
+            rows = generation.next_logprobs(self.model, self.tokenizer.pad_token_id, ids, self.batch_size)
+        return [{t: float(row[t]) for t in tokens} for row in rows]
+
     def stream(self, messages: Sequence[Message], sampling: Sampling,
                cancel: threading.Event | None = None) -> Iterator[str | Completion]:
         from thinksearch import generation

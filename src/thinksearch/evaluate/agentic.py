@@ -54,24 +54,21 @@ def agent_settings(cfg: EvalConfig) -> AgentConfig:
     )
 
 
-def model_shift(cfg: EvalConfig, adapter: str | None) -> float:
-    """The decision shift a model is evaluated with: --decision-shift, else its adapter's
-    calibrated one (steer.py), else none (0); only the agent loop applies it."""
-    return _asked_shift(cfg, adapter) if cfg.agent else 0.0
+def model_shift(cfg: EvalConfig, adapter: str | None) -> float | None:
+    """The decision shift a model is evaluated with (steer.applied_shift): --decision-shift,
+    else its adapter's calibrated one; None for none. Only the agent loop applies it."""
+    from thinksearch.steer import applied_shift
 
-
-def _asked_shift(cfg: EvalConfig, adapter: str | None) -> float:
-    from thinksearch.steer import saved_shift
-
-    shift = cfg.decision_shift if cfg.decision_shift is not None else saved_shift(adapter)
-    return float(shift or 0.0)
+    return applied_shift(cfg.decision_shift, adapter) if cfg.agent else None
 
 
 def unapplied_shift_note(cfg: EvalConfig, name: str, adapter: str | None) -> str | None:
     """Without --agent a shift is not applied; say so where one was asked for or calibrated,
     since the first turn's decisions are then the adapter's unshifted ones."""
-    shift = 0.0 if cfg.agent else _asked_shift(cfg, adapter)
-    if not shift:
+    from thinksearch.steer import applied_shift
+
+    shift = None if cfg.agent else applied_shift(cfg.decision_shift, adapter)
+    if shift is None:
         return None
     return (f"{name}: its decision shift {shift:+g} (--decision-shift, or the adapter's decision.json) "
             "applies only with --agent; this evaluation scores the unshifted first turn")

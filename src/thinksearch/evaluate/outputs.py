@@ -17,6 +17,7 @@ from thinksearch import format as fmt
 from thinksearch.errors import ThinksearchError
 from thinksearch.files import JsonlLog, append_jsonl, read_json, write_json_atomic
 from thinksearch.evaluate.agentic import model_shift
+from thinksearch.steer import RULE
 from thinksearch.refs import ModelSpec
 from thinksearch.search.indexing import index_generation
 
@@ -70,7 +71,7 @@ def generation_settings(spec: ModelSpec, resolved: "ResolvedModel", cfg: EvalCon
         **({"repetition_penalty": cfg.repetition_penalty} if cfg.repetition_penalty != 1 else {}),
         **({"close_thinking": cfg.close_thinking} if cfg.close_thinking and cfg.agent else {}),
         **({"agent": agent_loop_settings(cfg)} if cfg.agent else {}),
-        **({"decision_shift": shift} if (shift := model_shift(cfg, resolved.adapter)) else {}),
+        **({"decision_shift": shift, "decision_rule": RULE} if (shift := model_shift(cfg, resolved.adapter)) is not None else {}),
     }
 
 

@@ -144,9 +144,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
                                      continuous=cfg.continuous_batching)
                 else:
                     shift = model_shift(cfg, resolved[spec.name].adapter)
-                    if shift:
+                    if shift is not None:
                         log(f"{spec.name}: decision shift {shift:+g} at the decision line (--decision-shift, or the adapter's decision.json)")
-                    agent = Agent(engine, backend, dataclasses.replace(settings, decision_shift=shift))
+                    agent = Agent(engine, backend, dataclasses.replace(settings, decision_shift=shift or 0.0))
                     run_agent(agent, pending, lambda it, key=store.key: base_record(it, key), cfg.max_new_tokens,
                               4 * cfg.batch_size, saved)
             finally:
