@@ -13,6 +13,7 @@ from test_gguf_export import reference_gguf
 from thinksearch.cli import main
 from thinksearch.config import EvalConfig, from_dict
 from thinksearch.errors import ConfigError
+from thinksearch.evaluate.decision import opening_line
 
 
 @pytest.fixture()
@@ -112,3 +113,15 @@ def test_bad_engine_names_the_flag_and_the_choices(capsys):
     assert "argument --engine: invalid choice: 'vllm'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="llamacpp evaluates through the agent loop only"):
         EvalConfig(engine="llamacpp", agent=False)
+
+
+def test_a_calibrated_shift_of_zero_steers_the_eval(setup, tiny_model_dir):
+    # A calibration that chose 0 still decides on the summed search lines (steer.py); the eval's
+    # agent must not read the 0 as "--decision-shift 0", which turns steering off.
+    s = setup
+    (s["adapter"] / "decision.json").write_text('{"shift": 0.0}', encoding="utf-8")
+    args = s["args"] + ["--output-dir", str(s["out"]), "--model", f"tuned={tiny_model_dir}+{s['adapter']}", "--engine", "transformers"]
+    assert main(args) == 0
+    records = _report(s["out"])["models"][0]["records"]
+    # The untrained model's own first token starts no decision line; steered, every turn opens with one.
+    assert records and all(opening_line(r) is not None for r in records)

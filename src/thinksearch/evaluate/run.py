@@ -146,7 +146,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True, log: Callable[[str], None] 
                     shift = model_shift(cfg, resolved[spec.name].adapter)
                     if shift is not None:
                         log(f"{spec.name}: decision shift {shift:+g} at the decision line (--decision-shift, or the adapter's decision.json)")
-                    agent = Agent(engine, backend, dataclasses.replace(settings, decision_shift=shift or 0.0))
+                    # The agent finds the shift itself, as ask and serve do: a calibrated 0 steers,
+                    # where an explicit 0 would turn steering off.
+                    agent = Agent(engine, backend, dataclasses.replace(settings, decision_shift=cfg.decision_shift,
+                                                                       adapter=resolved[spec.name].adapter))
                     run_agent(agent, pending, lambda it, key=store.key: base_record(it, key), cfg.max_new_tokens,
                               4 * cfg.batch_size, saved)
             finally:
