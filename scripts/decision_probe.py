@@ -41,7 +41,7 @@ KINDS = ("fresh_data", "reasoning", "knowledge")
 def evaluated(run_dir: Path) -> dict[str, dict] | None:
     """The finished evaluation's verdicts by question id: the line it opened with, and whether it searched."""
     from thinksearch.evaluate.answers import answer_flags
-    from thinksearch.format import DECISION_LINES
+    from thinksearch.evaluate.decision import opening_line
 
     path = run_dir / "eval" / "outputs" / "tuned.jsonl"
     if not path.is_file():
@@ -49,8 +49,7 @@ def evaluated(run_dir: Path) -> dict[str, dict] | None:
     verdicts = {}
     for line in path.open(encoding="utf-8"):
         r = json.loads(line)
-        opened = next((k for k, dl in DECISION_LINES.items() if r["output"].startswith("<thinking>\n" + dl)), None)
-        verdicts[r["id"]] = {"opened": opened, "searched": bool(answer_flags(r)["searched"])}
+        verdicts[r["id"]] = {"opened": opening_line(r), "searched": bool(answer_flags(r)["searched"])}
     return verdicts
 
 

@@ -96,9 +96,8 @@ class Steering:
         if not lines:
             return ""
         if temperature > 0:
-            kinds = list(lines)
-            weights = [math.exp((lines[k] + (self.shift if k != "thinking" else 0.0) - max(lines.values())) / temperature)
-                       for k in kinds]
+            kinds, top = list(lines), max(lines.values())
+            weights = [math.exp((lines[k] + (self.shift if k != "thinking" else 0.0) - top) / temperature) for k in kinds]
             return OPENINGS[(rng or random).choices(kinds, weights)[0]]
         if margin(lines) + self.shift <= 0:
             return OPENINGS["thinking"]

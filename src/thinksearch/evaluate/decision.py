@@ -27,7 +27,6 @@ from typing import Any, Mapping, Sequence
 
 from thinksearch.evaluate.answers import answer_flags, proportion
 from thinksearch import format as fmt
-from thinksearch.format import DECISION_LINES
 from thinksearch.questions import KNOWLEDGE
 
 # The eval set's thinking categories, by what the policy asks of them.
@@ -63,7 +62,7 @@ def opening_line(record: Mapping[str, Any]) -> str | None:
     rounds = (record.get("agent") or {}).get("rounds") or []
     first = str(rounds[0].get("raw") or "") if rounds else str(record.get("output") or "")
     head = (fmt.parse(first).thinking or "").lstrip()
-    return next((kind for kind, line in DECISION_LINES.items() if head.startswith(line)), None)
+    return next((kind for kind, line in fmt.DECISION_LINES.items() if head.startswith(line)), None)
 
 
 def _mismatched_lines(flags: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> tuple[int, int]:
